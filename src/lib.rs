@@ -1,5 +1,13 @@
 //! strangler: a reverse proxy for moving an HTTP service to a rewrite,
 //! endpoint by endpoint (measure → shadow → canary → decommission).
 
+pub mod admin;
+pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod rollout;
+pub mod routing;
+pub mod runtime;

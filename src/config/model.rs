@@ -89,7 +89,7 @@ pub enum UpstreamProtocol {
     H2,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: String,
     /// Parsed and checked: scheme http or https, with an authority.
@@ -127,7 +127,12 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Legacy, Stage::Shadow, Stage::Canary, Stage::Candidate];
+    pub const ALL: [Stage; 4] = [
+        Stage::Legacy,
+        Stage::Shadow,
+        Stage::Canary,
+        Stage::Candidate,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,0 +1,214 @@
+//! Admin API handlers, named `resource_verb`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use http::{header, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::AdminState;
+use crate::rollout::state::Command;
+use crate::rollout::window::{ShadowSummary, SideSummary};
+use crate::runtime::{RouteRuntime, Runtime};
+
+/// A route as `GET /api/routes` shows it (SPEC §5).
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    pub name: String,
+    pub stage: &'static str,
+    pub weight: f64,
+    pub state: &'static str,
+    pub legacy: SideSummary,
+    pub candidate: SideSummary,
+    pub shadow: ShadowSummary,
+}
+
+/// One route with its gates (`GET /api/routes/{name}`).
+#[derive(Debug, Serialize)]
+pub struct RouteDetail {
+    #[serde(flatten)]
+    pub route: RouteView,
+    /// Gates arrive with the rollout controller; none are judged yet.
+    pub gates: Vec<serde_json::Value>,
+    pub blocked_by: Option<String>,
+}
+
+fn route_view(route: &RouteRuntime) -> RouteView {
+    let status = route.control.status.load();
+    let window = route.control.window.load();
+    RouteView {
+        name: route.config.name.clone(),
+        stage: status.stage.as_str(),
+        weight: status.weight,
+        state: status.state.as_str(),
+        legacy: window.legacy.summary(),
+        candidate: window.candidate.summary(),
+        shadow: window.shadow.summary(),
+    }
+}
+
+fn detail(runtime: &Runtime, name: &str) -> Result<Json<RouteDetail>, ApiError> {
+    let snapshot = runtime.snapshot.load();
+    let route = snapshot
+        .route(name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no route named {name}")))?;
+    Ok(Json(RouteDetail {
+        route: route_view(route),
+        gates: Vec::new(),
+        blocked_by: None,
+    }))
+}
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    if state.runtime.is_ready() {
+        Json(serde_json::json!({ "status": "ready", "store": "ok" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "starting" })),
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.runtime.metrics.encode(),
+    )
+        .into_response()
+}
+
+pub async fn routes_list(State(state): State<Arc<AdminState>>) -> Json<Vec<RouteView>> {
+    let snapshot = state.runtime.snapshot.load();
+    Json(snapshot.routes.iter().map(route_view).collect())
+}
+
+pub async fn route_get(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<RouteDetail>, ApiError> {
+    detail(&state.runtime, &name)
+}
+
+async fn control(
+    state: &AdminState,
+    name: &str,
+    command: Command,
+) -> Result<Json<RouteDetail>, ApiError> {
+    state.runtime.control(name, command).await?;
+    detail(&state.runtime, name)
+}
+
+pub async fn route_promote(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<RouteDetail>, ApiError> {
+    control(&state, &name, Command::Promote).await
+}
+
+pub async fn route_rollback(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<RouteDetail>, ApiError> {
+    control(&state, &name, Command::Rollback).await
+}
+
+pub async fn route_pause(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<RouteDetail>, ApiError> {
+    control(&state, &name, Command::Pause).await
+}
+
+pub async fn route_resume(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<RouteDetail>, ApiError> {
+    control(&state, &name, Command::Resume).await
+}
+
+pub async fn route_reset(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<RouteDetail>, ApiError> {
+    state.runtime.reset(&name).await?;
+    detail(&state.runtime, &name)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WeightBody {
+    weight: f64,
+}
+
+pub async fn route_weight(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    body: Result<Json<WeightBody>, JsonRejection>,
+) -> Result<Json<RouteDetail>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"weight\": PERCENT}}: {}", e.body_text()),
+        )
+    })?;
+    if !(0.0..=100.0).contains(&body.weight) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{} is not a percentage (0–100)", body.weight),
+        ));
+    }
+    control(&state, &name, Command::Weight(body.weight)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    route: Option<String>,
+}
+
+pub async fn events_list(
+    State(state): State<Arc<AdminState>>,
+    Query(query): Query<EventsQuery>,
+) -> Json<Vec<crate::runtime::Event>> {
+    Json(state.runtime.events(query.route.as_deref()))
+}
+
+pub async fn instances_list(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    let runtime = &state.runtime;
+    let config_hash = runtime.snapshot.load().config.config_hash.clone();
+    Json(serde_json::json!([{
+        "id": runtime.instance_id,
+        "leader": true,
+        "last_seen": crate::runtime::now_rfc3339(),
+        "config_hash": config_hash,
+        "version": env!("CARGO_PKG_VERSION"),
+    }]))
+}
+
+pub async fn reload(
+    State(state): State<Arc<AdminState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match crate::app::reload(&state.runtime, &state.config_path, state.env.as_ref()).await {
+        Ok(summary) => Ok(Json(summary)),
+        Err(errors) => Err(ApiError::new(StatusCode::BAD_REQUEST, errors)),
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such admin endpoint")
+}
+
+pub async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}

@@ -1,0 +1,177 @@
+//! Header hygiene between client and upstream (SPEC §8).
+//!
+//! Hop-by-hop headers, and every header named in `Connection`, concern one
+//! connection only and are removed both ways; `x-strangler-*` headers are
+//! ours and never reach an upstream; `x-forwarded-*` tell the upstream who
+//! the client was.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::HeaderMap;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_STRANGLER_SIDE: HeaderName = HeaderName::from_static("x-strangler-side");
+pub const X_STRANGLER_TOKEN: HeaderName = HeaderName::from_static("x-strangler-token");
+pub const X_STRANGLER_SHADOW: HeaderName = HeaderName::from_static("x-strangler-shadow");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const TRAILER: HeaderName = HeaderName::from_static("trailer");
+
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard `proxy-connection`.
+/// `te` is handled apart: `te: trailers` is kept (gRPC needs it).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    http::header::PROXY_AUTHENTICATE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Removes hop-by-hop headers and those named in `Connection`.
+/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive, for a
+/// WebSocket handshake that is passed through.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == UPGRADE))
+            .collect();
+        for name in named {
+            // Never let `Connection: host` (or similar) strip an end-to-end essential.
+            if name != HOST && name != TE {
+                headers.remove(&name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        if keep_upgrade && (name == CONNECTION || name == UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let te_is_trailers = headers
+        .get(TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_is_trailers {
+        headers.remove(TE);
+    }
+}
+
+/// Removes every `x-strangler-*` header (after the override was read).
+pub fn remove_strangler_headers(headers: &mut HeaderMap) {
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-strangler-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// Sets `x-forwarded-for/-proto/-host`. An incoming `x-forwarded-for` is kept
+/// (and appended to) only when the peer is a trusted proxy.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    scheme: &'static str,
+    original_host: Option<HeaderValue>,
+) {
+    let peer = peer.to_canonical().to_string();
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).filter(|_| peer_trusted) {
+        Some(existing) => {
+            let mut joined = Vec::with_capacity(existing.len() + peer.len() + 2);
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => HeaderValue::from_str(&peer).ok(),
+    };
+    if let Some(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !(peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    }
+    if !(peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        match original_host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// Whether the request asks to switch protocols (WebSocket, h2c upgrade…).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "keep-alive, x-private".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("te", "gzip".parse().unwrap());
+        h.insert("x-end-to-end", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn keeps_te_trailers_for_grpc() {
+        let mut h = HeaderMap::new();
+        h.insert("te", "trailers".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_peers() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, "6.6.6.6".parse().unwrap());
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false, "http", None);
+        assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1");
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+        set_forwarded(
+            &mut h,
+            "10.0.0.1".parse().unwrap(),
+            true,
+            "https",
+            Some("a.example".parse().unwrap()),
+        );
+        assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "1.2.3.4, 10.0.0.1");
+        assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "a.example");
+    }
+}

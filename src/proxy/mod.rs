@@ -1,0 +1,8 @@
+//! The data path: accept, route, choose a side, forward, stream back.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod server;
+pub mod service;
+pub mod upstream;

@@ -1,0 +1,557 @@
+//! One client request, phase by phase:
+//!
+//! 1. **read** the snapshot (lock-free) and refuse ambiguous framing;
+//! 2. **route**: the most specific route, or `_default`;
+//! 3. **choose a side** from the live stage and weight (sticky split), or
+//!    the QA override; strip `x-strangler-*`;
+//! 4. **forward** with hygienic headers; a candidate transport failure on an
+//!    idempotent request whose body we could keep is retried on legacy, and
+//!    a candidate answer in `fallback_statuses` is replaced by legacy's;
+//! 5. **answer**: stream the body back (idle timeout), or 502/504;
+//! 6. **record** metrics and the route's window (always, whatever happened).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{streamed, ProxyBody};
+use super::error::{plain, upstream_failure_response, UpstreamFailure};
+use super::headers::{self, X_STRANGLER_SIDE, X_STRANGLER_TOKEN};
+use super::upstream::{Upstream, UpstreamBody};
+use crate::config::{HostPolicy, Stage, StickyMissing};
+use crate::metrics::{
+    Name, RequestLabels, RouteCodeLabels, RouteUpstreamLabels, UpstreamErrorLabels,
+};
+use crate::rollout::window::{Side, Window};
+use crate::routing::split;
+use crate::runtime::{Runtime, Snapshot};
+
+/// What the listener knows about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `x-forwarded-proto`.
+    pub scheme: &'static str,
+}
+
+/// Where one request goes.
+struct Target<'a> {
+    route: &'a Name,
+    side: Side,
+    upstream: &'a Arc<Upstream>,
+    /// The other side, for retries and fallbacks (candidate requests only).
+    legacy: Option<&'a Arc<Upstream>>,
+    fallback_statuses: &'a [u16],
+    window: Option<Arc<Window>>,
+}
+
+/// Serves one request. Never fails: every problem becomes an answer.
+pub async fn handle(
+    runtime: Arc<Runtime>,
+    conn: ConnInfo,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let snapshot = runtime.snapshot.load_full();
+
+    // Phase 1: framing. hyper drops Content-Length when chunked is present;
+    // a request that carries both is ambiguous (request smuggling) and refused.
+    if request.headers().contains_key(TRANSFER_ENCODING)
+        && request.headers().contains_key(CONTENT_LENGTH)
+    {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "strangler: both content-length and transfer-encoding are set\n".into(),
+        );
+    }
+
+    let mut request = request;
+    let upgrade = request.version() == Version::HTTP_11 && headers::is_upgrade(request.headers());
+    // hyper hands the upgraded client connection to whoever holds this future.
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+
+    // Phases 2 and 3.
+    let (target, overridden) = choose_target(&snapshot, &parts, conn);
+    headers::remove_strangler_headers(&mut parts.headers);
+    let peer_trusted = split::is_trusted(conn.peer.ip(), &snapshot.config.server.trusted_proxies);
+    let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        peer_trusted,
+        conn.scheme,
+        original_host.clone(),
+    );
+
+    // Phase 4.
+    let outcome = forward(
+        &runtime,
+        &snapshot,
+        &target,
+        &parts,
+        body,
+        original_host.as_ref(),
+    )
+    .await;
+
+    // Phases 5 and 6.
+    let elapsed = started.elapsed();
+    let (response, served_by, error) = match outcome {
+        Forwarded::Response {
+            response,
+            served_by,
+            candidate_failed,
+        } => {
+            let status = response.status();
+            let mut response = response;
+            headers::remove_hop_by_hop(
+                response.headers_mut(),
+                status == StatusCode::SWITCHING_PROTOCOLS,
+            );
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_upgrade) = client_upgrade {
+                    splice_upgrade(client_upgrade, &mut response);
+                }
+            }
+            let idle = served_by.config.idle_timeout;
+            let response = response.map(|b| streamed(b, idle));
+            (
+                response,
+                served_by,
+                candidate_failed || status.is_server_error(),
+            )
+        }
+        Forwarded::Failed { failure, upstream } => {
+            record_upstream_error(&runtime, target.route, &upstream.name, failure);
+            (
+                upstream_failure_response(failure, &target.route.0, &upstream.config.name),
+                upstream,
+                true,
+            )
+        }
+        Forwarded::BadRequest(text) => (
+            plain(StatusCode::BAD_REQUEST, text),
+            target.upstream.clone(),
+            false,
+        ),
+    };
+    let code = response.status().as_u16();
+    runtime
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: target.route.clone(),
+            upstream: served_by.name.clone(),
+            code,
+        })
+        .inc();
+    runtime
+        .metrics
+        .request_duration
+        .get_or_create(&RouteUpstreamLabels {
+            route: target.route.clone(),
+            upstream: served_by.name.clone(),
+        })
+        .observe(elapsed.as_secs_f64());
+    if let (Some(window), false) = (&target.window, overridden || upgrade) {
+        window.side(target.side).record(elapsed, error);
+    }
+    tracing::debug!(
+        route = %target.route.0, side = target.side.as_str(), upstream = %served_by.config.name,
+        method = %parts.method, path = parts.uri.path(), status = code,
+        ms = elapsed.as_secs_f64() * 1000.0, "request"
+    );
+    response
+}
+
+/// Picks the route and the side. Returns whether the QA override decided.
+fn choose_target<'a>(
+    snapshot: &'a Snapshot,
+    parts: &http::request::Parts,
+    conn: ConnInfo,
+) -> (Target<'a>, bool) {
+    let Some(index) = snapshot.table.lookup(parts) else {
+        let default = &snapshot.default;
+        return (
+            Target {
+                route: &default.name,
+                side: Side::Legacy,
+                upstream: &default.upstream,
+                legacy: None,
+                fallback_statuses: &[],
+                window: Some(default.control.window.load_full()),
+            },
+            false,
+        );
+    };
+    let route = &snapshot.routes[index];
+    let status = route.control.status.load();
+    let overridden = override_side(snapshot, &parts.headers);
+    let side = overridden.unwrap_or_else(|| match status.stage {
+        Stage::Legacy | Stage::Shadow => Side::Legacy,
+        Stage::Candidate => Side::Candidate,
+        Stage::Canary => canary_side(route, status.weight, parts, conn, snapshot),
+    });
+    let target = match side {
+        Side::Legacy => Target {
+            route: &route.name,
+            side,
+            upstream: &route.legacy,
+            legacy: None,
+            fallback_statuses: &[],
+            window: Some(route.control.window.load_full()),
+        },
+        Side::Candidate => Target {
+            route: &route.name,
+            side,
+            upstream: &route.candidate,
+            legacy: Some(&route.legacy),
+            fallback_statuses: &route.config.fallback_statuses,
+            window: Some(route.control.window.load_full()),
+        },
+    };
+    (target, overridden.is_some())
+}
+
+/// The QA override of SPEC §8: `x-strangler-side` with the right token.
+fn override_side(snapshot: &Snapshot, headers: &HeaderMap) -> Option<Side> {
+    let token = snapshot.config.server.override_token.as_deref()?;
+    let given = headers.get(X_STRANGLER_TOKEN)?;
+    // Compare in constant time with respect to the contents.
+    let given = given.as_bytes();
+    if given.len() != token.len()
+        || given
+            .iter()
+            .zip(token.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            != 0
+    {
+        return None;
+    }
+    match headers.get(X_STRANGLER_SIDE)?.as_bytes() {
+        b"legacy" => Some(Side::Legacy),
+        b"candidate" => Some(Side::Candidate),
+        _ => None,
+    }
+}
+
+fn canary_side(
+    route: &crate::runtime::RouteRuntime,
+    weight: f64,
+    parts: &http::request::Parts,
+    conn: ConnInfo,
+    snapshot: &Snapshot,
+) -> Side {
+    let config = &route.config;
+    let client_ip = split::client_ip(
+        conn.peer.ip(),
+        &parts.headers,
+        &snapshot.config.server.trusted_proxies,
+    );
+    let mut scratch = [0u8; 39];
+    let bucket = match split::sticky_key(&config.sticky, &parts.headers, client_ip, &mut scratch) {
+        Some(key) => split::bucket(&config.sticky_salt, key),
+        None => match config.sticky_missing {
+            StickyMissing::Legacy if config.sticky != crate::config::StickyKey::None => {
+                return Side::Legacy
+            }
+            _ => rand::random_range(0..split::BUCKETS),
+        },
+    };
+    if split::bucket_is_candidate(bucket, weight) {
+        Side::Candidate
+    } else {
+        Side::Legacy
+    }
+}
+
+enum Forwarded {
+    Response {
+        response: Response<Incoming>,
+        served_by: Arc<Upstream>,
+        /// The candidate failed and legacy answered instead (retry or fallback).
+        candidate_failed: bool,
+    },
+    Failed {
+        failure: UpstreamFailure,
+        upstream: Arc<Upstream>,
+    },
+    BadRequest(String),
+}
+
+/// Sends the request to the chosen side, with the legacy retry and fallback.
+async fn forward(
+    runtime: &Runtime,
+    snapshot: &Snapshot,
+    target: &Target<'_>,
+    parts: &http::request::Parts,
+    body: Incoming,
+    original_host: Option<&HeaderValue>,
+) -> Forwarded {
+    let Some(legacy) = target.legacy.filter(|_| is_idempotent(&parts.method)) else {
+        return match send(target.upstream, parts, Either::Left(body), original_host).await {
+            Ok(response) => Forwarded::Response {
+                response,
+                served_by: target.upstream.clone(),
+                candidate_failed: false,
+            },
+            Err(failure) => Forwarded::Failed {
+                failure,
+                upstream: target.upstream.clone(),
+            },
+        };
+    };
+    // A candidate request that may be sent again: keep its body if it fits.
+    let max = snapshot.config.server.max_body_buffer;
+    let buffered = match keep_body(body, &parts.headers, max).await {
+        Ok(buffered) => buffered,
+        Err(kept) => return kept,
+    };
+    let (candidate_body, replay) = match buffered {
+        Kept::Bytes(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),
+        Kept::Stream(stream) => (Either::Left(stream), None),
+    };
+    match send(target.upstream, parts, candidate_body, original_host).await {
+        Ok(response) => {
+            let code = response.status().as_u16();
+            match (&replay, target.fallback_statuses.contains(&code)) {
+                (Some(bytes), true) => {
+                    // The candidate does not implement this yet: legacy answers.
+                    record_fallback(runtime, target, code);
+                    match send(
+                        legacy,
+                        parts,
+                        Either::Right(Full::new(bytes.clone())),
+                        original_host,
+                    )
+                    .await
+                    {
+                        Ok(response) => Forwarded::Response {
+                            response,
+                            served_by: legacy.clone(),
+                            candidate_failed: true,
+                        },
+                        Err(failure) => Forwarded::Failed {
+                            failure,
+                            upstream: legacy.clone(),
+                        },
+                    }
+                }
+                _ => Forwarded::Response {
+                    response,
+                    served_by: target.upstream.clone(),
+                    candidate_failed: false,
+                },
+            }
+        }
+        Err(failure) => match replay {
+            Some(bytes) if failure.is_transport() => {
+                tracing::warn!(route = %target.route.0, upstream = %target.upstream.config.name,
+                    kind = failure.kind(), "candidate failed before answering; retrying on legacy");
+                // Counted as a candidate error, then legacy gets its chance.
+                match send(
+                    legacy,
+                    parts,
+                    Either::Right(Full::new(bytes)),
+                    original_host,
+                )
+                .await
+                {
+                    Ok(response) => Forwarded::Response {
+                        response,
+                        served_by: legacy.clone(),
+                        candidate_failed: true,
+                    },
+                    Err(failure) => Forwarded::Failed {
+                        failure,
+                        upstream: legacy.clone(),
+                    },
+                }
+            }
+            _ => Forwarded::Failed {
+                failure,
+                upstream: target.upstream.clone(),
+            },
+        },
+    }
+}
+
+enum Kept {
+    /// The whole body, small enough to send twice.
+    Bytes(Bytes),
+    /// Too large or of unknown length: streamed once, no second chance.
+    Stream(Incoming),
+}
+
+/// Keeps a request body in memory when its declared length fits `max`.
+async fn keep_body(body: Incoming, headers: &HeaderMap, max: u64) -> Result<Kept, Forwarded> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(Kept::Bytes(Bytes::new()));
+    }
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len <= max => {
+            let limit = usize::try_from(max).unwrap_or(usize::MAX);
+            match Limited::new(body, limit).collect().await {
+                Ok(collected) => Ok(Kept::Bytes(collected.to_bytes())),
+                Err(e) => Err(Forwarded::BadRequest(format!(
+                    "strangler: could not read the request body: {e}\n"
+                ))),
+            }
+        }
+        _ => Ok(Kept::Stream(body)),
+    }
+}
+
+/// One exchange with one upstream, bounded by its `timeout`.
+async fn send(
+    upstream: &Arc<Upstream>,
+    parts: &http::request::Parts,
+    body: UpstreamBody,
+    original_host: Option<&HeaderValue>,
+) -> Result<Response<Incoming>, UpstreamFailure> {
+    let request = match upstream_request(upstream, parts, body, original_host) {
+        Some(request) => request,
+        None => return Err(UpstreamFailure::Connect),
+    };
+    match tokio::time::timeout(upstream.config.timeout, upstream.client.request(request)).await {
+        Err(_) => Err(UpstreamFailure::Timeout),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => {
+            let failure = if error.is_connect() {
+                UpstreamFailure::Connect
+            } else {
+                UpstreamFailure::Reset
+            };
+            tracing::warn!(upstream = %upstream.config.name, kind = failure.kind(), error = %error_chain(&error), "upstream request failed");
+            Err(failure)
+        }
+    }
+}
+
+/// The request as the upstream gets it: its URL, `Host` per policy.
+fn upstream_request(
+    upstream: &Upstream,
+    parts: &http::request::Parts,
+    body: UpstreamBody,
+    original_host: Option<&HeaderValue>,
+) -> Option<Request<UpstreamBody>> {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri = if upstream.base_path.is_empty() {
+        Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    } else {
+        Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query(format!("{}{}", upstream.base_path, path_and_query))
+            .build()
+    }
+    .ok()?;
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    let mut headers = parts.headers.clone();
+    let host = match &upstream.config.host {
+        HostPolicy::Preserve => original_host.cloned(),
+        HostPolicy::Upstream => HeaderValue::from_str(upstream.authority.as_str()).ok(),
+        HostPolicy::Fixed(value) => HeaderValue::from_str(value).ok(),
+    };
+    match host {
+        Some(host) => {
+            headers.insert(HOST, host);
+        }
+        None => {
+            headers.remove(HOST);
+        }
+    }
+    *request.headers_mut() = headers;
+    Some(request)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn record_upstream_error(
+    runtime: &Runtime,
+    route: &Name,
+    upstream: &Name,
+    failure: UpstreamFailure,
+) {
+    runtime
+        .metrics
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            route: route.clone(),
+            upstream: upstream.clone(),
+            kind: failure.kind(),
+        })
+        .inc();
+}
+
+fn record_fallback(runtime: &Runtime, target: &Target<'_>, code: u16) {
+    runtime
+        .metrics
+        .fallbacks
+        .get_or_create(&RouteCodeLabels {
+            route: target.route.clone(),
+            code,
+        })
+        .inc();
+}
+
+/// Once both sides have switched protocols, copies bytes both ways until
+/// either closes.
+fn splice_upgrade(client: hyper::upgrade::OnUpgrade, response: &mut Response<Incoming>) {
+    let upstream = hyper::upgrade::on(&mut *response);
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::warn!(%error, "protocol upgrade failed");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(%error, "upgraded connection ended");
+        }
+    });
+}
+
+/// An error with its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,5 @@
+//! Rollout: the live stage, weight and state of each route, and the
+//! windows of counters the gates are judged on.
+
+pub mod state;
+pub mod window;
