@@ -1,1 +1,14 @@
+//! End-to-end tests: real upstreams on ephemeral loopback ports, strangler
+//! started in-process (or as its binary), real HTTP over real sockets.
 
+mod support;
+
+
+mod admin;
+mod cli;
+mod errors;
+mod hygiene;
+mod lifecycle;
+mod protocols;
+mod routing;
+mod split;
