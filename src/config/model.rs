@@ -127,7 +127,12 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Legacy, Stage::Shadow, Stage::Canary, Stage::Candidate];
+    pub const ALL: [Stage; 4] = [
+        Stage::Legacy,
+        Stage::Shadow,
+        Stage::Canary,
+        Stage::Candidate,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
