@@ -10,9 +10,21 @@
 //! Every error names the file, line and column where known, and the key path
 //! (`routes[1].weight`). `strangler check`, startup and reload all use [`load`].
 
+mod expand;
+mod file;
+mod locate;
 mod model;
+mod route;
+mod suggest;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 pub use model::*;
+
+use locate::{KeyPath, Seg, Target};
 
 use std::path::Path;
 
@@ -108,6 +120,122 @@ pub fn load(path: &Path, env: &dyn EnvSource) -> Result<Loaded, ConfigErrors> {
 
 /// Parses and validates configuration text that was read from `path`.
 pub fn parse(path: &Path, text: &str, env: &dyn EnvSource) -> Result<Loaded, ConfigErrors> {
-    let _ = (path, text, env);
-    unimplemented!("config parsing is being written")
+    let file = path.display().to_string();
+    let config_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+
+    // The original document keeps the spans every message points into.
+    let original = toml_edit::ImDocument::parse(text).map_err(|e| {
+        let (line, column) = match e.span() {
+            Some(span) => {
+                let (l, c) = locate::line_col(text, span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        let message = e.message().trim().replace('\n', "; ");
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line,
+            column,
+            key_path: String::new(),
+            message: format!("invalid TOML: {message}"),
+        }])
+    })?;
+    let at = |problem: validate::Problem| {
+        let offset = locate::locate(original.as_item(), &problem.path, problem.target);
+        let (line, column) = offset.map(|o| locate::line_col(text, o)).unzip();
+        ConfigError {
+            file: file.clone(),
+            line,
+            column,
+            key_path: problem.path.to_string(),
+            message: problem.message,
+        }
+    };
+    let finish = |problems: Vec<validate::Problem>| {
+        let mut errors: Vec<ConfigError> = problems.into_iter().map(at).collect();
+        // File order reads best; problems without a position go last.
+        errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+        errors
+    };
+
+    let mut doc = original.clone().into_mut();
+    let expand_errors = expand::expand_document(&mut doc, env);
+    if !expand_errors.is_empty() {
+        let problems = expand_errors
+            .into_iter()
+            .map(|e| validate::Problem {
+                path: e.path,
+                target: Target::Value,
+                message: e.message,
+            })
+            .collect();
+        return Err(ConfigErrors(finish(problems)));
+    }
+
+    let deserializer = toml_edit::de::Deserializer::from(doc);
+    let raw: file::FileConfig = serde_path_to_error::deserialize(deserializer)
+        .map_err(|e| ConfigErrors(finish(vec![serde_problem(&e)])))?;
+
+    let (config, errors, warnings) = validate::validate(&raw, path, config_hash);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(finish(errors)));
+    }
+    Ok(Loaded {
+        config,
+        warnings: finish(warnings),
+    })
+}
+
+/// Turns a serde error into a problem at its key path; an unknown key
+/// points at the key itself, with a "did you mean" when one is close.
+fn serde_problem(e: &serde_path_to_error::Error<toml_edit::de::Error>) -> validate::Problem {
+    let mut path = KeyPath(
+        e.path()
+            .iter()
+            .map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => Seg::Index(*index),
+                serde_path_to_error::Segment::Map { key } => Seg::Key(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Seg::Key(variant.clone()),
+                serde_path_to_error::Segment::Unknown => Seg::Key("?".to_owned()),
+            })
+            .collect(),
+    );
+    let message = e.inner().message().trim().to_owned();
+    let Some(rest) = message.strip_prefix("unknown field ") else {
+        return validate::Problem {
+            path,
+            target: Target::Value,
+            message,
+        };
+    };
+    // "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or `b`").
+    let names: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let Some((&unknown, expected)) = names.split_first() else {
+        return validate::Problem {
+            path,
+            target: Target::Value,
+            message,
+        };
+    };
+    if path.last_key() != Some(unknown) {
+        path = path.key(unknown);
+    }
+    let message = match suggest::suggest(unknown, expected.iter().copied()) {
+        Some(s) => format!("unknown key `{unknown}`; did you mean `{s}`?"),
+        None if expected.is_empty() => format!("unknown key `{unknown}`"),
+        None => format!(
+            "unknown key `{unknown}` (expected one of {})",
+            expected
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    validate::Problem {
+        path,
+        target: Target::Key,
+        message,
+    }
 }
