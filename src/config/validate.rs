@@ -155,7 +155,8 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// A socket address such as `127.0.0.1:8080`.
+    /// A socket address such as `127.0.0.1:8080` (`localhost:PORT` is read
+    /// as `127.0.0.1:PORT`; no other name is resolved).
     pub fn socket_addr(
         &mut self,
         path: KeyPath,
@@ -163,7 +164,15 @@ impl<'a> Checker<'a> {
         default: SocketAddr,
     ) -> SocketAddr {
         let Some(text) = raw else { return default };
-        text.trim().parse().unwrap_or_else(|_| {
+        let trimmed = text.trim();
+        let localhost = trimmed
+            .strip_prefix("localhost:")
+            .and_then(|port| port.parse::<u16>().ok())
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+        if let Some(addr) = localhost {
+            return addr;
+        }
+        trimmed.parse().unwrap_or_else(|_| {
             self.error(
                 path,
                 format!(

@@ -263,6 +263,11 @@ fn non_loopback_admin_needs_a_token() {
     assert_eq!(e.line, Some(1));
     let ok = format!("[admin]\nlisten = \"[::1]:9090\"\n{MINIMAL}");
     assert!(load_ok(&ok).config.admin.token.is_none());
+    let ok = format!("[admin]\nlisten = \"localhost:9191\"\n{MINIMAL}");
+    assert_eq!(
+        load_ok(&ok).config.admin.listen.to_string(),
+        "127.0.0.1:9191"
+    );
 }
 
 #[test]
@@ -304,7 +309,7 @@ fn h2_needs_https_and_h2c_needs_http() {
 fn every_validation_error_is_reported_in_file_order() {
     let text = r#"
 [server]
-listen = "localhost:8080"
+listen = "proxy.internal:8080"
 trusted_proxies = ["10.0.0.0/33"]
 
 [upstreams.legacy]
