@@ -15,19 +15,41 @@ async fn token_guards_the_api_but_not_health_or_metrics() {
     );
     let proxy = Proxy::start(&toml).await;
     let http = client();
-    let denied = http.get(proxy.admin_url("/api/routes")).send().await.unwrap();
+    let denied = http
+        .get(proxy.admin_url("/api/routes"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(denied.status(), 401);
     let body: serde_json::Value = denied.json().await.unwrap();
     assert!(body["error"].is_string());
-    let wrong = http.get(proxy.admin_url("/api/routes")).bearer_auth("nope").send().await.unwrap();
+    let wrong = http
+        .get(proxy.admin_url("/api/routes"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let ok = http.get(proxy.admin_url("/api/routes")).bearer_auth("s3cret").send().await.unwrap();
+    let ok = http
+        .get(proxy.admin_url("/api/routes"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let routes: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(routes[0]["name"], "orders");
     assert_eq!(routes[0]["stage"], "shadow");
     for open in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(http.get(proxy.admin_url(open)).send().await.unwrap().status(), 200, "{open}");
+        assert_eq!(
+            http.get(proxy.admin_url(open))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{open}"
+        );
     }
     proxy.stop().await;
 }
@@ -36,14 +58,22 @@ async fn token_guards_the_api_but_not_health_or_metrics() {
 async fn foreign_hosts_and_origins_are_refused() {
     let legacy = Backend::named("legacy").await;
     let candidate = Backend::named("candidate").await;
-    let proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(legacy.addr, candidate.addr))).await;
+    let proxy = Proxy::start(&format!(
+        "{}{ROUTE}",
+        upstreams(legacy.addr, candidate.addr)
+    ))
+    .await;
     let rebinding = raw_exchange(
         proxy.admin,
         b"GET /api/routes HTTP/1.1\r\nHost: evil.example:9090\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(rebinding.starts_with("HTTP/1.1 421"), "{rebinding}");
-    let health = raw_exchange(proxy.admin, b"GET /healthz HTTP/1.1\r\nHost: lb.internal\r\nConnection: close\r\n\r\n").await;
+    let health = raw_exchange(
+        proxy.admin,
+        b"GET /healthz HTTP/1.1\r\nHost: lb.internal\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     let http = client();
@@ -75,17 +105,34 @@ async fn foreign_hosts_and_origins_are_refused() {
 async fn manual_control_moves_the_route_and_records_events() {
     let legacy = Backend::named("legacy").await;
     let candidate = Backend::named("candidate").await;
-    let proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(legacy.addr, candidate.addr))).await;
+    let proxy = Proxy::start(&format!(
+        "{}{ROUTE}",
+        upstreams(legacy.addr, candidate.addr)
+    ))
+    .await;
     let http = client();
-    let post = |verb: &str| http.post(proxy.admin_url(&format!("/api/routes/orders/{verb}"))).send();
+    let post = |verb: &str| {
+        http.post(proxy.admin_url(&format!("/api/routes/orders/{verb}")))
+            .send()
+    };
 
     let promoted: serde_json::Value = post("promote").await.unwrap().json().await.unwrap();
-    assert_eq!((promoted["stage"].as_str(), promoted["weight"].as_f64()), (Some("canary"), Some(1.0)));
+    assert_eq!(
+        (promoted["stage"].as_str(), promoted["weight"].as_f64()),
+        (Some("canary"), Some(1.0))
+    );
     let paused: serde_json::Value = post("pause").await.unwrap().json().await.unwrap();
     assert_eq!(paused["state"], "paused");
-    assert_eq!(post("pause").await.unwrap().status(), 409, "pausing twice conflicts");
+    assert_eq!(
+        post("pause").await.unwrap().status(),
+        409,
+        "pausing twice conflicts"
+    );
     let rolled: serde_json::Value = post("rollback").await.unwrap().json().await.unwrap();
-    assert_eq!((rolled["stage"].as_str(), rolled["state"].as_str()), (Some("shadow"), Some("rolled_back")));
+    assert_eq!(
+        (rolled["stage"].as_str(), rolled["state"].as_str()),
+        (Some("shadow"), Some("rolled_back"))
+    );
     assert_eq!(rolled["weight"], 0.0);
     let resumed: serde_json::Value = post("resume").await.unwrap().json().await.unwrap();
     assert_eq!(resumed["state"], "progressing");
@@ -97,10 +144,21 @@ async fn manual_control_moves_the_route_and_records_events() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    let missing = http.post(proxy.admin_url("/api/routes/nope/promote")).send().await.unwrap();
+    let missing = http
+        .post(proxy.admin_url("/api/routes/nope/promote"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 
-    let events: serde_json::Value = http.get(proxy.admin_url("/api/events?route=orders")).send().await.unwrap().json().await.unwrap();
+    let events: serde_json::Value = http
+        .get(proxy.admin_url("/api/events?route=orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let events = events.as_array().unwrap();
     assert_eq!(events.len(), 4, "{events:?}");
     assert_eq!(events[0]["reason"], "resumed", "newest first");
@@ -108,15 +166,45 @@ async fn manual_control_moves_the_route_and_records_events() {
     assert_eq!(events[3]["to"], "canary");
     assert_eq!(events[3]["actor"], "admin");
     let at = events[3]["at"].as_str().unwrap();
-    assert!(at.ends_with('Z') && at.contains('.'), "RFC 3339 UTC with milliseconds: {at}");
+    assert!(
+        at.ends_with('Z') && at.contains('.'),
+        "RFC 3339 UTC with milliseconds: {at}"
+    );
 
-    let metrics = http.get(proxy.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"strangler_route_stage{route="orders",stage="shadow"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"strangler_route_weight{route="orders"} 0"#), "{metrics}");
-    assert!(metrics.contains(r#"strangler_rollout_transitions_total{route="orders",to="canary",actor="admin"} 1"#));
+    let metrics = http
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"strangler_route_stage{route="orders",stage="shadow"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"strangler_route_weight{route="orders"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"strangler_rollout_transitions_total{route="orders",to="canary",actor="admin"} 2"#
+        ),
+        "promote and pause: {metrics}"
+    );
 
-    let instances: serde_json::Value = http.get(proxy.admin_url("/api/instances")).send().await.unwrap().json().await.unwrap();
+    let instances: serde_json::Value = http
+        .get(proxy.admin_url("/api/instances"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(instances[0]["leader"], true);
-    assert!(instances[0]["config_hash"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(instances[0]["config_hash"]
+        .as_str()
+        .is_some_and(|h| !h.is_empty()));
     proxy.stop().await;
 }

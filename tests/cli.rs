@@ -33,8 +33,17 @@ candidate = "candidate"
 #[test]
 fn check_accepts_a_valid_file() {
     let dir = tempfile::tempdir().unwrap();
-    let out = strangler().args(["check", "-c"]).arg(write(&dir, VALID)).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = strangler()
+        .args(["check", "-c"])
+        .arg(write(&dir, VALID))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -42,11 +51,18 @@ fn check_names_file_line_and_key_path() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("{VALID}weight = 150\n");
     let path = write(&dir, &text);
-    let out = strangler().args(["check", "-c"]).arg(&path).output().unwrap();
+    let out = strangler()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = text.lines().count();
-    assert!(stderr.contains(&format!("strangler.toml:{line}:")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("strangler.toml:{line}:")),
+        "{stderr}"
+    );
     assert!(stderr.contains("routes[0].weight"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
@@ -61,14 +77,21 @@ fn check_refuses_unknown_keys_with_a_suggestion() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("routes[0].stikcy") && stderr.contains("sticky"), "{stderr}");
+    assert!(
+        stderr.contains("routes[0].stikcy") && stderr.contains("sticky"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn run_refuses_a_public_admin_listener_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("[admin]\nlisten = \"0.0.0.0:0\"\n{VALID}");
-    let out = strangler().args(["run", "-c"]).arg(write(&dir, &text)).output().unwrap();
+    let out = strangler()
+        .args(["run", "-c"])
+        .arg(write(&dir, &text))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("admin.token"), "{stderr}");
@@ -76,7 +99,10 @@ fn run_refuses_a_public_admin_listener_without_a_token() {
 
 #[test]
 fn missing_file_is_a_configuration_error() {
-    let out = strangler().args(["check", "-c", "/nonexistent/strangler.toml"]).output().unwrap();
+    let out = strangler()
+        .args(["check", "-c", "/nonexistent/strangler.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/strangler.toml"));
 }
@@ -94,15 +120,51 @@ async fn client_commands_drive_the_admin_api() {
     let run = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || strangler().args(args).output().unwrap())
     };
-    let out = run(vec!["weight".into(), "orders".into(), "12.5".into(), "--admin".into(), admin.clone()]).await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(vec!["status".into(), "--admin".into(), admin.clone()]).await.unwrap();
+    let out = run(vec![
+        "weight".into(),
+        "orders".into(),
+        "12.5".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(vec!["status".into(), "--admin".into(), admin.clone()])
+        .await
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("orders") && table.contains("canary") && table.contains("12.5"), "{table}");
-    let out = run(vec!["pause".into(), "orders".into(), "--admin".into(), admin.clone()]).await.unwrap();
-    assert_eq!(out.status.code(), Some(1), "pausing a paused route is refused");
+    assert!(
+        table.contains("orders") && table.contains("canary") && table.contains("12.5"),
+        "{table}"
+    );
+    let out = run(vec![
+        "pause".into(),
+        "orders".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "pausing a paused route is refused"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
-    let out = run(vec!["promote".into(), "nope".into(), "--admin".into(), admin]).await.unwrap();
+    let out = run(vec![
+        "promote".into(),
+        "nope".into(),
+        "--admin".into(),
+        admin,
+    ])
+    .await
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     proxy.stop().await;
 }

@@ -3,7 +3,6 @@
 
 mod support;
 
-
 mod admin;
 mod cli;
 mod errors;

@@ -25,18 +25,48 @@ async fn unreachable_upstream_is_502_and_idempotent_requests_retry_on_legacy() {
     assert_eq!(get.status(), 200);
     assert_eq!(get.text().await.unwrap(), "legacy", "GET retried on legacy");
 
-    let put = http.put(proxy.url("/orders/1")).body("{\"a\":1}").send().await.unwrap();
+    let put = http
+        .put(proxy.url("/orders/1"))
+        .body("{\"a\":1}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(put.status(), 200, "PUT is idempotent and its body fits");
 
-    let post = http.post(proxy.url("/orders")).body("x").send().await.unwrap();
+    let post = http
+        .post(proxy.url("/orders"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(post.status(), 502, "POST is never retried");
     let text = post.text().await.unwrap();
-    assert!(text.contains("orders") && text.contains("candidate"), "{text}");
+    assert!(
+        text.contains("orders") && text.contains("candidate"),
+        "{text}"
+    );
 
-    let route: serde_json::Value = http.get(proxy.admin_url("/api/routes/orders")).send().await.unwrap().json().await.unwrap();
+    let route: serde_json::Value = http
+        .get(proxy.admin_url("/api/routes/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(route["candidate"]["requests"], 3);
-    assert_eq!(route["candidate"]["errors"], 3, "retries count as candidate errors");
-    let metrics = http.get(proxy.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        route["candidate"]["errors"], 3,
+        "retries count as candidate errors"
+    );
+    let metrics = http
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains(r#"strangler_upstream_errors_total{route="orders",upstream="candidate",kind="connect"} 3"#),
         "{metrics}"
@@ -71,25 +101,68 @@ async fn slow_upstream_is_504() {
 async fn fallback_statuses_serve_legacy_for_unimplemented_endpoints() {
     let legacy = Backend::named("legacy").await;
     let candidate = Backend::start(|req| async move {
-        let status = if req.uri().path() == "/orders/new-endpoint" { 200 } else { 404 };
-        Response::builder().status(status).body(full("candidate")).unwrap()
+        let status = if req.uri().path() == "/orders/new-endpoint" {
+            200
+        } else {
+            404
+        };
+        Response::builder()
+            .status(status)
+            .body(full("candidate"))
+            .unwrap()
     })
     .await;
-    let toml = format!("{}{}", upstreams(legacy.addr, candidate.addr), candidate_route("fallback_statuses = [404, 501]"));
+    let toml = format!(
+        "{}{}",
+        upstreams(legacy.addr, candidate.addr),
+        candidate_route("fallback_statuses = [404, 501]")
+    );
     let proxy = Proxy::start(&toml).await;
     let http = client();
-    let old = http.get(proxy.url("/orders/old-endpoint")).send().await.unwrap();
+    let old = http
+        .get(proxy.url("/orders/old-endpoint"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(old.status(), 200);
     assert_eq!(old.text().await.unwrap(), "legacy");
-    let new = http.get(proxy.url("/orders/new-endpoint")).send().await.unwrap();
+    let new = http
+        .get(proxy.url("/orders/new-endpoint"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(new.text().await.unwrap(), "candidate");
     // A POST is not idempotent: the candidate's 404 stands.
-    let post = http.post(proxy.url("/orders/old-endpoint")).send().await.unwrap();
+    let post = http
+        .post(proxy.url("/orders/old-endpoint"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(post.status(), 404);
-    let metrics = http.get(proxy.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"strangler_fallbacks_total{route="orders",code="404"} 1"#), "{metrics}");
-    let route: serde_json::Value = http.get(proxy.admin_url("/api/routes/orders")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(route["candidate"]["errors"], 1, "a fallback is a candidate error");
+    let metrics = http
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"strangler_fallbacks_total{route="orders",code="404"} 1"#),
+        "{metrics}"
+    );
+    let route: serde_json::Value = http
+        .get(proxy.admin_url("/api/routes/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        route["candidate"]["errors"], 1,
+        "a fallback is a candidate error"
+    );
     proxy.stop().await;
 }
 
@@ -101,9 +174,16 @@ async fn a_stalled_body_is_cut_by_idle_timeout() {
             if n > 0 {
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
-            Some((Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from_static(b"first"))), n + 1))
+            Some((
+                Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from_static(
+                    b"first",
+                ))),
+                n + 1,
+            ))
         });
-        let body = http_body_util::StreamBody::new(stream).map_err(|e| Box::new(e) as _).boxed();
+        let body = http_body_util::StreamBody::new(stream)
+            .map_err(|e| Box::new(e) as _)
+            .boxed();
         Response::new(body)
     })
     .await;
@@ -120,6 +200,9 @@ async fn a_stalled_body_is_cut_by_idle_timeout() {
     let response = client().get(proxy.url("/x")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let outcome = tokio::time::timeout(Duration::from_secs(10), response.bytes()).await;
-    assert!(matches!(outcome, Ok(Err(_))), "the body ends with an error, not a hang: {outcome:?}");
+    assert!(
+        matches!(outcome, Ok(Err(_))),
+        "the body ends with an error, not a hang: {outcome:?}"
+    );
     proxy.stop().await;
 }

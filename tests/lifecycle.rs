@@ -44,8 +44,15 @@ async fn a_100_mb_body_streams_both_ways_without_memory_growth() {
             }
             let chunk = Bytes::from(vec![b'x'; CHUNK]);
             let chunks = (SIZE / CHUNK as u64) as usize;
-            let stream = futures_util::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))));
-            Response::new(http_body_util::StreamBody::new(stream).map_err(|e| Box::new(e) as _).boxed())
+            let stream = futures_util::stream::iter(
+                (0..chunks)
+                    .map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))),
+            );
+            Response::new(
+                http_body_util::StreamBody::new(stream)
+                    .map_err(|e| Box::new(e) as _)
+                    .boxed(),
+            )
         }
     })
     .await;
@@ -63,7 +70,9 @@ async fn a_100_mb_body_streams_both_ways_without_memory_growth() {
 
     let chunk = Bytes::from(vec![b'y'; CHUNK]);
     let chunks = (SIZE / CHUNK as u64) as usize;
-    let upload = futures_util::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let upload = futures_util::stream::iter(
+        (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
     let response = http
         .post(proxy.url("/upload"))
         .body(reqwest::Body::wrap_stream(upload))
@@ -73,7 +82,11 @@ async fn a_100_mb_body_streams_both_ways_without_memory_growth() {
     assert_eq!(response.text().await.unwrap(), SIZE.to_string());
 
     let growth = rss_bytes().saturating_sub(before);
-    assert!(growth < 40 * 1024 * 1024, "memory grew by {} MiB while streaming 2 × 100 MiB", growth / (1024 * 1024));
+    assert!(
+        growth < 40 * 1024 * 1024,
+        "memory grew by {} MiB while streaming 2 × 100 MiB",
+        growth / (1024 * 1024)
+    );
     proxy.stop().await;
 }
 
@@ -85,7 +98,11 @@ async fn two_hundred_concurrent_requests_all_succeed() {
     })
     .await;
     let candidate = Backend::named("candidate").await;
-    let proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(legacy.addr, candidate.addr))).await;
+    let proxy = Proxy::start(&format!(
+        "{}{ROUTE}",
+        upstreams(legacy.addr, candidate.addr)
+    ))
+    .await;
     let http = client();
     let requests = (0..200).map(|i| {
         let http = http.clone();
@@ -122,7 +139,13 @@ async fn reload_under_load_drops_nothing_and_keeps_admin_state() {
     let done = Arc::new(AtomicU64::new(0));
     let mut load = Vec::new();
     for _ in 0..4 {
-        let (http, url, stop, failures, done) = (http.clone(), proxy.url("/x"), stop.clone(), failures.clone(), done.clone());
+        let (http, url, stop, failures, done) = (
+            http.clone(),
+            proxy.url("/x"),
+            stop.clone(),
+            failures.clone(),
+            done.clone(),
+        );
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match http.get(&url).send().await {
@@ -142,12 +165,20 @@ async fn reload_under_load_drops_nothing_and_keeps_admin_state() {
             "\n[[routes]]\nname = \"extra{i}\"\npath = \"/extra\"\nlegacy = \"legacy\"\ncandidate = \"candidate\"\nstage = \"candidate\"\n"
         );
         proxy.rewrite_config(&format!("{toml}{extra}"));
-        let reloaded = http.post(proxy.admin_url("/api/reload")).send().await.unwrap();
+        let reloaded = http
+            .post(proxy.admin_url("/api/reload"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
     }
     // An invalid file is refused and the running configuration stays.
     proxy.rewrite_config(&format!("{toml}\n[[routes]]\nname = \"bad\"\n"));
-    let refused = http.post(proxy.admin_url("/api/reload")).send().await.unwrap();
+    let refused = http
+        .post(proxy.admin_url("/api/reload"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 400);
     let error = refused.text().await.unwrap();
     assert!(error.contains("routes[1]"), "{error}");
@@ -156,11 +187,35 @@ async fn reload_under_load_drops_nothing_and_keeps_admin_state() {
     for task in load {
         task.await.unwrap();
     }
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "of {} requests", done.load(Ordering::Relaxed));
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "of {} requests",
+        done.load(Ordering::Relaxed)
+    );
     assert!(done.load(Ordering::Relaxed) > 20);
-    assert_eq!(http.get(proxy.url("/extra")).send().await.unwrap().text().await.unwrap(), "candidate");
-    let route: serde_json::Value = http.get(proxy.admin_url("/api/routes/all")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(route["weight"], 100.0, "the admin's weight survived the reloads: {route}");
+    assert_eq!(
+        http.get(proxy.url("/extra"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "candidate"
+    );
+    let route: serde_json::Value = http
+        .get(proxy.admin_url("/api/routes/all"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        route["weight"], 100.0,
+        "the admin's weight survived the reloads: {route}"
+    );
     assert_eq!(route["state"], "paused");
     proxy.stop().await;
 }
@@ -173,14 +228,33 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_new_ones() {
     })
     .await;
     let candidate = Backend::named("candidate").await;
-    let mut proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(legacy.addr, candidate.addr))).await;
+    let mut proxy = Proxy::start(&format!(
+        "{}{ROUTE}",
+        upstreams(legacy.addr, candidate.addr)
+    ))
+    .await;
     let addr = proxy.addr;
     let url = proxy.url("/slow");
-    let in_flight = tokio::spawn(async move { client().get(url).send().await.unwrap().text().await.unwrap() });
+    let in_flight = tokio::spawn(async move {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let app = proxy.app.take().unwrap();
     let stopping = tokio::spawn(app.stop());
     assert_eq!(in_flight.await.unwrap(), "finished");
-    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("shutdown completes").unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown completes")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
 }

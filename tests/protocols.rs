@@ -21,7 +21,9 @@ struct Cert {
 }
 
 fn self_signed() -> Cert {
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cert_pem = generated.cert.pem();
     let key_pem = generated.key_pair.serialize_pem();
@@ -29,19 +31,37 @@ fn self_signed() -> Cert {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, &cert_pem).unwrap();
     std::fs::write(&key_path, &key_pem).unwrap();
-    Cert { _dir: dir, cert_path, key_path, cert_pem, key_pem }
+    Cert {
+        _dir: dir,
+        cert_path,
+        key_path,
+        cert_pem,
+        key_pem,
+    }
 }
 
 #[tokio::test]
 async fn h2c_clients_are_served() {
     let legacy = Backend::named("legacy").await;
     let candidate = Backend::named("candidate").await;
-    let proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(legacy.addr, candidate.addr))).await;
-    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let proxy = Proxy::start(&format!(
+        "{}{ROUTE}",
+        upstreams(legacy.addr, candidate.addr)
+    ))
+    .await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let response = h2.get(proxy.url("/x")).send().await.unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.text().await.unwrap(), "legacy");
-    assert_eq!(legacy.seen()[0].headers["host"], proxy.addr.to_string(), "the :authority becomes Host");
+    assert_eq!(
+        legacy.seen()[0].headers["host"],
+        proxy.addr.to_string(),
+        "the :authority becomes Host"
+    );
     proxy.stop().await;
 }
 
@@ -59,11 +79,22 @@ async fn tls_listener_negotiates_h2_and_http1() {
     let proxy = Proxy::start(&toml).await;
     let root = reqwest::Certificate::from_pem(cert.cert_pem.as_bytes()).unwrap();
     let url = format!("https://localhost:{}/secure", proxy.addr.port());
-    let h2 = reqwest::Client::builder().no_proxy().add_root_certificate(root.clone()).resolve("localhost", proxy.addr).build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(root.clone())
+        .resolve("localhost", proxy.addr)
+        .build()
+        .unwrap();
     let response = h2.get(&url).send().await.unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2, "ALPN chose h2");
     assert_eq!(response.text().await.unwrap(), "legacy");
-    let h1 = reqwest::Client::builder().no_proxy().add_root_certificate(root).http1_only().resolve("localhost", proxy.addr).build().unwrap();
+    let h1 = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(root)
+        .http1_only()
+        .resolve("localhost", proxy.addr)
+        .build()
+        .unwrap();
     let response = h1.get(&url).send().await.unwrap();
     assert_eq!(response.version(), http::Version::HTTP_11);
     assert_eq!(legacy.seen()[1].headers["x-forwarded-proto"], "https");
@@ -72,27 +103,40 @@ async fn tls_listener_negotiates_h2_and_http1() {
 
 /// A TLS upstream that answers with the HTTP version it was spoken to in.
 async fn tls_backend(cert: &Cert) -> std::net::SocketAddr {
-    let certs = rustls_pemfile::certs(&mut cert.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
-    let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes()).unwrap().unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
+    let certs = rustls_pemfile::certs(&mut cert.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
         .unwrap();
+    let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else { return };
-                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!("{:?}", req.version())))))
-                });
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            format!("{:?}", req.version()),
+                        ))))
+                    });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -107,7 +151,11 @@ async fn https_upstreams_with_a_configured_ca_and_each_protocol() {
     let cert = self_signed();
     let backend = tls_backend(&cert).await;
     let candidate = Backend::named("candidate").await;
-    for (protocol, expected) in [("auto", "HTTP/2.0"), ("h2", "HTTP/2.0"), ("http1", "HTTP/1.1")] {
+    for (protocol, expected) in [
+        ("auto", "HTTP/2.0"),
+        ("h2", "HTTP/2.0"),
+        ("http1", "HTTP/1.1"),
+    ] {
         let toml = format!(
             "[upstreams.legacy]\nurl = \"https://127.0.0.1:{}\"\nca = \"{}\"\nprotocol = \"{protocol}\"\n\n[upstreams.candidate]\nurl = \"http://{}\"\n{ROUTE}",
             backend.port(),
@@ -117,7 +165,11 @@ async fn https_upstreams_with_a_configured_ca_and_each_protocol() {
         let proxy = Proxy::start(&toml).await;
         let response = client().get(proxy.url("/tls")).send().await.unwrap();
         assert_eq!(response.status(), 200, "protocol {protocol}");
-        assert_eq!(response.text().await.unwrap(), expected, "protocol {protocol}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            expected,
+            "protocol {protocol}"
+        );
         proxy.stop().await;
     }
     // Without the CA the certificate is not trusted: 502, not a hang.
@@ -127,7 +179,15 @@ async fn https_upstreams_with_a_configured_ca_and_each_protocol() {
         candidate.addr
     );
     let proxy = Proxy::start(&toml).await;
-    assert_eq!(client().get(proxy.url("/tls")).send().await.unwrap().status(), 502);
+    assert_eq!(
+        client()
+            .get(proxy.url("/tls"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
     proxy.stop().await;
 }
 
@@ -138,11 +198,18 @@ async fn grpc_trailers_pass_through_h2c() {
         trailers.insert("grpc-status", "0".parse().unwrap());
         trailers.insert("grpc-message", "ok".parse().unwrap());
         let frames = vec![
-            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(
+                b"\0\0\0\0\x02hi",
+            ))),
             Ok(http_body::Frame::trailers(trailers)),
         ];
-        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).map_err(|e| Box::new(e) as _).boxed();
-        Response::builder().header("content-type", "application/grpc").body(body).unwrap()
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+            .map_err(|e| Box::new(e) as _)
+            .boxed();
+        Response::builder()
+            .header("content-type", "application/grpc")
+            .body(body)
+            .unwrap()
     })
     .await;
     let candidate = Backend::named("candidate").await;
@@ -151,7 +218,9 @@ async fn grpc_trailers_pass_through_h2c() {
         backend.addr, candidate.addr
     );
     let proxy = Proxy::start(&toml).await;
-    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build_http::<Full<Bytes>>();
+    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
     let request = Request::post(proxy.url("/pkg.Service/Method"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -160,7 +229,10 @@ async fn grpc_trailers_pass_through_h2c() {
     let response = h2.request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     let collected = response.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers reached the client");
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reached the client");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(collected.to_bytes().as_ref(), b"\0\0\0\0\x02hi");
     let seen = &backend.seen()[0];
@@ -180,10 +252,20 @@ async fn websocket_upgrades_pass_through() {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             let upgraded = upgrade.await.unwrap();
-            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
             while let Some(Ok(message)) = ws.next().await {
                 if message.is_text() {
-                    let _ = ws.send(Message::text(format!("echo: {}", message.to_text().unwrap()))).await;
+                    let _ = ws
+                        .send(Message::text(format!(
+                            "echo: {}",
+                            message.to_text().unwrap()
+                        )))
+                        .await;
                 }
             }
         });
@@ -198,7 +280,10 @@ async fn websocket_upgrades_pass_through() {
     .await;
     let candidate = Backend::named("candidate").await;
     let proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(echo.addr, candidate.addr))).await;
-    let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/socket", proxy.addr)).await.unwrap();
+    let (mut ws, response) =
+        tokio_tungstenite::connect_async(format!("ws://{}/socket", proxy.addr))
+            .await
+            .unwrap();
     assert_eq!(response.status(), 101);
     for text in ["one", "two"] {
         ws.send(Message::text(text)).await.unwrap();

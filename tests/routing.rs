@@ -6,14 +6,19 @@ use crate::support::{client, Proxy};
 
 #[tokio::test]
 async fn the_most_specific_route_wins() {
-    let names = ["exact", "orders", "api", "regex", "beta", "posts", "default"];
+    let names = [
+        "exact", "orders", "api", "regex", "beta", "posts", "default",
+    ];
     let mut backends = Vec::new();
     for name in names {
         backends.push(Backend::named(name).await);
     }
     let mut toml = String::from("[defaults]\nupstream = \"default\"\n\n");
     for (name, backend) in names.iter().zip(&backends) {
-        toml.push_str(&format!("[upstreams.{name}]\nurl = \"http://{}\"\n", backend.addr));
+        toml.push_str(&format!(
+            "[upstreams.{name}]\nurl = \"http://{}\"\n",
+            backend.addr
+        ));
     }
     toml.push_str(
         r#"
@@ -91,12 +96,22 @@ candidate = "posts"
         let body = response.text().await.unwrap();
         assert_eq!(body, *expected, "{method} {path} tenant={tenant:?}");
     }
-    let metrics = http.get(proxy.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        metrics.contains(r#"strangler_requests_total{route="_default",upstream="default",code="200"} 4"#),
+        metrics.contains(
+            r#"strangler_requests_total{route="_default",upstream="default",code="200"} 4"#
+        ),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"strangler_requests_total{route="orders",upstream="orders",code="200"} 4"#));
+    assert!(metrics
+        .contains(r#"strangler_requests_total{route="orders",upstream="orders",code="200"} 4"#));
     proxy.stop().await;
 }
 
@@ -132,12 +147,35 @@ stage = "candidate"
     );
     let proxy = Proxy::start(&toml).await;
     let http = client();
-    for (path, expected) in [("/old/x", "legacy"), ("/shadowed/x", "legacy"), ("/new/x", "candidate")] {
-        let body = http.get(proxy.url(path)).send().await.unwrap().text().await.unwrap();
+    for (path, expected) in [
+        ("/old/x", "legacy"),
+        ("/shadowed/x", "legacy"),
+        ("/new/x", "candidate"),
+    ] {
+        let body = http
+            .get(proxy.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(body, expected, "{path}");
     }
-    let routes: serde_json::Value = http.get(proxy.admin_url("/api/routes")).send().await.unwrap().json().await.unwrap();
-    let new = routes.as_array().unwrap().iter().find(|r| r["name"] == "new").unwrap();
+    let routes: serde_json::Value = http
+        .get(proxy.admin_url("/api/routes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "new")
+        .unwrap();
     assert_eq!(new["stage"], "candidate");
     assert_eq!(new["weight"], 100.0);
     assert_eq!(new["candidate"]["requests"], 1);

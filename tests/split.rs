@@ -31,16 +31,31 @@ fn expected_candidate(salt: &str, key: &str, weight: f64) -> bool {
 async fn per_request_split_follows_the_weight() {
     let legacy = Backend::named("legacy").await;
     let candidate = Backend::named("candidate").await;
-    let proxy = Proxy::start(&format!("{}{}", upstreams(legacy.addr, candidate.addr), route("weight = 20"))).await;
+    let proxy = Proxy::start(&format!(
+        "{}{}",
+        upstreams(legacy.addr, candidate.addr),
+        route("weight = 20")
+    ))
+    .await;
     let http = client();
     let total = 2000;
     let mut to_candidate = 0;
     for _ in 0..total {
-        let body = http.get(proxy.url("/orders")).send().await.unwrap().text().await.unwrap();
+        let body = http
+            .get(proxy.url("/orders"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         to_candidate += usize::from(body == "candidate");
     }
     // Binomial(2000, 0.2): mean 400, sd ≈ 17.9; ±5 sd.
-    assert!((310..=490).contains(&to_candidate), "{to_candidate} of {total} went to the candidate");
+    assert!(
+        (310..=490).contains(&to_candidate),
+        "{to_candidate} of {total} went to the candidate"
+    );
     proxy.stop().await;
 }
 
@@ -59,10 +74,30 @@ async fn header_cohorts_follow_the_formula_and_only_move_forward() {
     let mut at_10 = Vec::new();
     for user in &users {
         // Twice: the same user lands on the same side.
-        let first = http.get(proxy.url("/orders")).header("x-user-id", user).send().await.unwrap().text().await.unwrap();
-        let second = http.get(proxy.url("/orders/1")).header("x-user-id", user).send().await.unwrap().text().await.unwrap();
+        let first = http
+            .get(proxy.url("/orders"))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let second = http
+            .get(proxy.url("/orders/1"))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(first, second, "{user} switched sides");
-        assert_eq!(first == "candidate", expected_candidate("s1", user, 10.0), "{user} at 10%");
+        assert_eq!(
+            first == "candidate",
+            expected_candidate("s1", user, 10.0),
+            "{user} at 10%"
+        );
         at_10.push(first == "candidate");
     }
     let moved = http
@@ -74,10 +109,25 @@ async fn header_cohorts_follow_the_formula_and_only_move_forward() {
     assert_eq!(moved.status(), 200);
     let mut at_50 = 0;
     for (user, was_candidate) in users.iter().zip(&at_10) {
-        let body = http.get(proxy.url("/orders")).header("x-user-id", user).send().await.unwrap().text().await.unwrap();
+        let body = http
+            .get(proxy.url("/orders"))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let is_candidate = body == "candidate";
-        assert_eq!(is_candidate, expected_candidate("s1", user, 50.0), "{user} at 50%");
-        assert!(is_candidate || !was_candidate, "{user} moved back to legacy when the weight rose");
+        assert_eq!(
+            is_candidate,
+            expected_candidate("s1", user, 50.0),
+            "{user} at 50%"
+        );
+        assert!(
+            is_candidate || !was_candidate,
+            "{user} moved back to legacy when the weight rose"
+        );
         at_50 += usize::from(is_candidate);
     }
     assert!((100..=200).contains(&at_50), "{at_50} of 300 users at 50%");
@@ -116,17 +166,39 @@ sticky = "ip"
             .text()
             .await
             .unwrap();
-        assert_eq!(body == "candidate", expected_candidate("", &user, 50.0), "cookie {user}");
+        assert_eq!(
+            body == "candidate",
+            expected_candidate("", &user, 50.0),
+            "cookie {user}"
+        );
     }
     // Without the cookie, sticky_missing = legacy.
     for _ in 0..50 {
-        let body = http.get(proxy.url("/orders")).send().await.unwrap().text().await.unwrap();
+        let body = http
+            .get(proxy.url("/orders"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(body, "legacy");
     }
     // By IP: every request from 127.0.0.1 lands on the same side, the formula's.
-    let expected = if expected_candidate("", "127.0.0.1", 50.0) { "candidate" } else { "legacy" };
+    let expected = if expected_candidate("", "127.0.0.1", 50.0) {
+        "candidate"
+    } else {
+        "legacy"
+    };
     for _ in 0..20 {
-        let body = http.get(proxy.url("/byip")).send().await.unwrap().text().await.unwrap();
+        let body = http
+            .get(proxy.url("/byip"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(body, expected);
     }
     proxy.stop().await;
@@ -149,18 +221,51 @@ async fn qa_override_needs_the_token_and_is_never_forwarded() {
             .header("x-strangler-token", token)
             .send()
     };
-    assert_eq!(ask("candidate", "qa-secret").await.unwrap().text().await.unwrap(), "candidate");
-    assert_eq!(ask("candidate", "wrong").await.unwrap().text().await.unwrap(), "legacy");
-    assert_eq!(ask("legacy", "qa-secret").await.unwrap().text().await.unwrap(), "legacy");
+    assert_eq!(
+        ask("candidate", "qa-secret")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "candidate"
+    );
+    assert_eq!(
+        ask("candidate", "wrong")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "legacy"
+    );
+    assert_eq!(
+        ask("legacy", "qa-secret")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "legacy"
+    );
     for seen in legacy.seen().iter().chain(candidate.seen().iter()) {
         assert!(
-            seen.headers.keys().all(|k| !k.as_str().starts_with("x-strangler-")),
+            seen.headers
+                .keys()
+                .all(|k| !k.as_str().starts_with("x-strangler-")),
             "{:?}",
             seen.headers
         );
     }
     // Overridden requests are left out of the route's window.
-    let route: serde_json::Value = http.get(proxy.admin_url("/api/routes/orders")).send().await.unwrap().json().await.unwrap();
+    let route: serde_json::Value = http
+        .get(proxy.admin_url("/api/routes/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(route["candidate"]["requests"], 0);
     assert_eq!(route["legacy"]["requests"], 1);
     proxy.stop().await;

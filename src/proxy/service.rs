@@ -362,6 +362,7 @@ async fn forward(
                 tracing::warn!(route = %target.route.0, upstream = %target.upstream.config.name,
                     kind = failure.kind(), "candidate failed before answering; retrying on legacy");
                 // Counted as a candidate error, then legacy gets its chance.
+                record_upstream_error(runtime, target.route, &target.upstream.name, failure);
                 match send(
                     legacy,
                     parts,
@@ -427,9 +428,8 @@ async fn send(
     body: UpstreamBody,
     original_host: Option<&HeaderValue>,
 ) -> Result<Response<Incoming>, UpstreamFailure> {
-    let request = match upstream_request(upstream, parts, body, original_host) {
-        Some(request) => request,
-        None => return Err(UpstreamFailure::Connect),
+    let Some(request) = upstream_request(upstream, parts, body, original_host) else {
+        return Err(UpstreamFailure::Connect);
     };
     match tokio::time::timeout(upstream.config.timeout, upstream.client.request(request)).await {
         Err(_) => Err(UpstreamFailure::Timeout),

@@ -31,7 +31,8 @@ impl Proxy {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("strangler.toml");
         std::fs::write(&path, with_ephemeral_listeners(toml))?;
-        let env: Arc<dyn config::EnvSource + Send + Sync> = Arc::new(HashMap::<String, String>::new());
+        let env: Arc<dyn config::EnvSource + Send + Sync> =
+            Arc::new(HashMap::<String, String>::new());
         let loaded = config::load(&path, env.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let app = App::start(loaded.config, path.clone(), env, Some("test".into())).await?;
         Ok(Proxy {
@@ -100,9 +101,15 @@ pub fn upstreams(legacy: SocketAddr, candidate: SocketAddr) -> String {
 /// until it closed the connection or 5 s passed.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("proxy accepts connections");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("proxy accepts connections");
     stream.write_all(request).await.expect("request written");
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut out),
+    )
+    .await;
     String::from_utf8_lossy(&out).into_owned()
 }
