@@ -11,3 +11,4 @@ pub mod proxy;
 pub mod rollout;
 pub mod routing;
 pub mod runtime;
+pub mod store;
