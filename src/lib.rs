@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
