@@ -7,6 +7,10 @@
 //! Once a route has seen `max_endpoints` distinct templates, further new
 //! ones are all `{other}`, so a path full of unrecognised ids cannot grow
 //! memory or metric labels without bound.
+//!
+//! SPEC §4 names a template by route, method and path; one
+//! [`EndpointTemplates`] serves one route, so its strings carry the method
+//! and path only (`GET /api/v1/orders/{id}`) and callers key by route.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};

@@ -14,12 +14,17 @@
 //! while probing whether an element of an unordered array equals another
 //! element at a different index.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Number, Value};
 
 use super::path::{render, PathList, Seg};
 use super::{DiffKind, Difference};
+
+/// Most element comparisons spent matching the non-identical leftovers of
+/// one unordered array (quadratic in their number); past it the leftovers
+/// are reported unmatched rather than stalling the comparison.
+const MAX_PROBES: usize = 1_000_000;
 
 /// The JSON part of a route's rules.
 pub(crate) struct JsonRules<'a> {
@@ -192,10 +197,13 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// As multisets: each legacy element is matched with an equal, not yet
-    /// matched candidate element (the one at the same index first). What is
-    /// left is reported at its own side's index: legacy leftovers as
-    /// `missing_in_candidate`, candidate leftovers as `extra_in_candidate`.
+    /// As multisets. Identical elements are paired first (by their
+    /// canonical text, in linear time); each remaining legacy element is
+    /// then matched with an equal, not yet matched candidate element under
+    /// the rules (the one at the same index first), within a budget of
+    /// [`MAX_PROBES`] element comparisons. What is left is reported at its
+    /// own side's index: legacy leftovers as `missing_in_candidate`,
+    /// candidate leftovers as `extra_in_candidate`.
     fn unordered(
         &mut self,
         la: &[Value],
@@ -204,15 +212,32 @@ impl Walk<'_> {
         cp: &mut Vec<Seg>,
     ) -> Result<(), Stop> {
         let mut used = vec![false; ca.len()];
-        let mut missing = Vec::new();
+        let mut left = Vec::new();
+        // Identical values are equal under any rules.
+        let mut by_text: HashMap<String, Vec<usize>> = HashMap::new();
+        for (j, c) in ca.iter().enumerate().rev() {
+            by_text.entry(c.to_string()).or_default().push(j);
+        }
         for (i, l) in la.iter().enumerate() {
-            let order = std::iter::once(i).chain((0..ca.len()).filter(move |j| *j != i));
-            let found = order
-                .filter(|j| *j < ca.len() && !used[*j])
-                .find(|j| self.probe_equal(l, &ca[*j], lp, cp, i, *j));
-            match found {
+            match by_text.get_mut(&l.to_string()).and_then(Vec::pop) {
                 Some(j) => used[j] = true,
-                None => missing.push(i),
+                None => left.push(i),
+            }
+        }
+        let unused = used.iter().filter(|u| !**u).count();
+        let mut missing = Vec::new();
+        if left.len().saturating_mul(unused) > MAX_PROBES {
+            missing = left;
+        } else {
+            for i in left {
+                let order = std::iter::once(i).chain((0..ca.len()).filter(move |j| *j != i));
+                let found = order
+                    .filter(|j| *j < ca.len() && !used[*j])
+                    .find(|j| self.probe_equal(&la[i], &ca[*j], lp, cp, i, *j));
+                match found {
+                    Some(j) => used[j] = true,
+                    None => missing.push(i),
+                }
             }
         }
         for i in missing {

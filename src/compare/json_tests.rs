@@ -220,13 +220,39 @@ fn unordered_arrays_compare_as_multisets() {
                 Value::Null
             ),
             (
-                "$.items[0]".to_owned(),
+                "$.items[2]".to_owned(),
                 Change::ExtraInCandidate,
                 Value::Null,
                 json!(2)
             ),
         ]
     );
+}
+
+#[test]
+fn large_unordered_arrays_stay_fast() {
+    // Identical elements pair in linear time, however shuffled.
+    let l: Vec<u32> = (0..20_000).collect();
+    let c: Vec<u32> = l.iter().rev().copied().collect();
+    assert!(run_with(
+        json!({"items": l}),
+        json!({"items": c}),
+        &[],
+        &["$.items"],
+        0.0
+    )
+    .is_empty());
+    // Past the probe budget, leftovers are reported without matching.
+    let l: Vec<f64> = (0..1_500).map(f64::from).collect();
+    let c: Vec<f64> = l.iter().map(|x| x + 0.5).collect();
+    let d = run_with(
+        json!({"items": l}),
+        json!({"items": c}),
+        &[],
+        &["$.items"],
+        0.0,
+    );
+    assert_eq!(d.len(), 3_000);
 }
 
 #[test]

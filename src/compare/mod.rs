@@ -32,8 +32,8 @@ use crate::config::CompareConfig;
 
 pub use accept::Accepted;
 pub use body::{decode_body, is_json_content_type, text_diff, DecodeError};
-pub use endpoint::EndpointTemplates;
-pub use noise::{LearnedNoise, NoiseModel};
+pub use endpoint::{EndpointTemplates, OTHER as OTHER_ENDPOINT};
+pub use noise::{LearnedNoise, NoiseModel, MIN_LEGACY_PAIRS};
 pub use path::normalize_path;
 pub use redact::{Redactor, REDACTED};
 

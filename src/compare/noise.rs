@@ -150,6 +150,13 @@ impl NoiseModel {
         out
     }
 
+    /// `(legacy pairs, comparisons)` recorded for an endpoint template.
+    pub fn samples(&self, endpoint: &str) -> (u64, u64) {
+        self.endpoints
+            .get(endpoint)
+            .map_or((0, 0), |e| (e.legacy_pairs, e.comparisons))
+    }
+
     /// Differences not tracked because of the memory caps.
     pub fn untracked(&self) -> u64 {
         self.untracked_endpoints + self.endpoints.values().map(|e| e.untracked).sum::<u64>()
@@ -225,6 +232,7 @@ mod tests {
         assert!(!m.is_noise(EP, &body("$.ts")));
         m.record_legacy_pair(EP, &[body("$.ts")]);
         assert!(m.is_noise(EP, &body("$.ts")));
+        assert_eq!(m.samples(EP), (20, 1));
     }
 
     #[test]
