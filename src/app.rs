@@ -16,6 +16,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{self, Config, EnvSource};
 use crate::proxy::server;
 use crate::runtime::Runtime;
+use crate::store;
 
 /// A started proxy: its addresses, its shared state and its tasks.
 pub struct App {
@@ -49,7 +50,8 @@ impl App {
         let admin_addr = admin_listener.local_addr()?;
         let instance_id = instance_id.unwrap_or_else(|| default_instance_id(proxy_addr));
         let grace = config.server.shutdown_grace;
-        let runtime = Runtime::new(config, instance_id)?;
+        let store = store::open(&config.store.url).await?;
+        let runtime = Runtime::start(config, instance_id, store).await?;
         let shutdown = CancellationToken::new();
 
         let proxy_task = tokio::spawn(server::serve(
@@ -73,7 +75,7 @@ impl App {
                 tracing::error!(%error, "admin listener failed");
             }
         });
-        // No store yet: ready as soon as the configuration is loaded and bound.
+        // The configuration is loaded and the store was reached.
         runtime.set_ready();
         tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "strangler is serving");
         Ok(App {

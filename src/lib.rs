@@ -12,4 +12,5 @@ pub mod proxy;
 pub mod rollout;
 pub mod routing;
 pub mod runtime;
+pub mod shadow;
 pub mod store;

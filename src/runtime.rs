@@ -18,23 +18,31 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+use tokio::sync::Semaphore;
+
+use crate::compare::{Accepted, CompareError, EndpointTemplates, NoiseModel, Redactor, Rules};
 use crate::config::{Config, RouteConfig, Stage};
 use crate::metrics::{Metrics, Name, RouteLabels, RouteStageLabels, TransitionLabels};
 use crate::proxy::upstream::{Upstream, UpstreamError};
 use crate::rollout::state::{apply, Actor, Command, Conflict, RolloutState, RouteStatus};
 use crate::rollout::window::Window;
 use crate::routing::RoutingTable;
-
-/// Events kept in memory (the store will keep them durably).
-const MAX_EVENTS: usize = 10_000;
+use crate::shadow::tee::MemoryBudget;
+use crate::shadow::RouteShadow;
+use crate::store::writer::StoreHandle;
+use crate::store::{EventRow, RouteStateRow, Store, StoreError};
 
 /// The route name used for requests that match no route.
 pub const DEFAULT_ROUTE: &str = "_default";
 
-/// Live rollout status and counters of one route; survives reloads.
+/// Live rollout status, counters and what shadowing learned about one
+/// route; survives reloads.
 pub struct RouteControl {
     pub status: ArcSwap<RouteStatus>,
     pub window: ArcSwap<Window>,
+    /// Differences a person accepted (`strangler accept`), by endpoint.
+    pub accepted: ArcSwap<Accepted>,
+    noise: Mutex<NoiseModel>,
 }
 
 impl RouteControl {
@@ -42,7 +50,14 @@ impl RouteControl {
         RouteControl {
             status: ArcSwap::from_pointee(status),
             window: ArcSwap::from_pointee(Window::default()),
+            accepted: ArcSwap::from_pointee(Accepted::default()),
+            noise: Mutex::new(NoiseModel::default()),
         }
+    }
+
+    /// The route's noise model (comparisons are off the request path).
+    pub fn noise(&self) -> std::sync::MutexGuard<'_, NoiseModel> {
+        self.noise.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -53,6 +68,7 @@ pub struct RouteRuntime {
     pub control: Arc<RouteControl>,
     pub legacy: Arc<Upstream>,
     pub candidate: Arc<Upstream>,
+    pub shadow: RouteShadow,
 }
 
 /// Where unmatched requests go.
@@ -65,6 +81,8 @@ pub struct DefaultTarget {
 /// One immutable, consistent view of the configuration and its upstreams.
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// Redaction of stored exchanges (`store.redact_*`).
+    pub redactor: Redactor,
     pub table: RoutingTable,
     pub routes: Vec<RouteRuntime>,
     pub default: DefaultTarget,
@@ -90,6 +108,19 @@ pub struct Event {
     pub actor: Actor,
 }
 
+/// Why a configuration could not be put to work.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("routes.{route}.compare: {source}")]
+    Compare { route: String, source: CompareError },
+    #[error("store: {0}")]
+    Redact(CompareError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Why a manual action failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -104,26 +135,62 @@ pub struct Runtime {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Metrics,
     controls: Mutex<HashMap<String, Arc<RouteControl>>>,
-    events: Mutex<Vec<Event>>,
     /// Serialises writers (reload, admin actions) so they never interleave.
     write_lock: tokio::sync::Mutex<()>,
     ready: AtomicBool,
+    /// All buffered shadow bodies together (`server.shadow_memory`).
+    pub shadow_budget: Arc<MemoryBudget>,
+    /// The store, and the background writer of kept exchanges.
+    pub store: Arc<StoreHandle>,
     pub instance_id: String,
     pub started_at: SystemTime,
 }
 
 impl Runtime {
-    pub fn new(config: Config, instance_id: String) -> Result<Arc<Runtime>, UpstreamError> {
+    /// Builds the runtime from a configuration and what the store remembers:
+    /// a route's persisted status wins over the file's `stage`/`weight`.
+    pub async fn start(
+        config: Config,
+        instance_id: String,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Runtime>, BuildError> {
         let metrics = Metrics::new();
-        let controls = Mutex::new(HashMap::new());
+        let mut controls = HashMap::new();
+        for row in store.load_route_states().await? {
+            let status = RouteStatus {
+                stage: row.stage,
+                weight: row.weight,
+                state: row.state,
+            };
+            controls.insert(row.route.clone(), Arc::new(RouteControl::new(status)));
+        }
+        let mut accepted: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for row in store.accepted(None).await? {
+            accepted
+                .entry(row.route)
+                .or_default()
+                .push((row.endpoint, row.path));
+        }
+        let controls = Mutex::new(controls);
+        let shadow_budget = MemoryBudget::new(config.server.shadow_memory);
         let snapshot = build_snapshot(config, None, &controls, &mut Vec::new())?;
+        for route in &snapshot.routes {
+            if let Some(entries) = accepted.remove(&route.config.name) {
+                let compiled = Accepted::new(entries).map_err(|source| BuildError::Compare {
+                    route: route.config.name.clone(),
+                    source,
+                })?;
+                route.control.accepted.store(Arc::new(compiled));
+            }
+        }
         let runtime = Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             controls,
-            events: Mutex::new(Vec::new()),
             write_lock: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
+            shadow_budget,
+            store: StoreHandle::start(store),
             instance_id,
             started_at: SystemTime::now(),
         });
@@ -142,13 +209,17 @@ impl Runtime {
     /// Swaps in a new configuration. Routes keep their live status; a route
     /// in `canary` or `candidate` whose matching, upstreams or `sticky`
     /// changed is paused, with an event saying why.
-    pub async fn install(&self, config: Config) -> Result<(), UpstreamError> {
+    pub async fn install(&self, config: Config) -> Result<(), BuildError> {
         let _writer = self.write_lock.lock().await;
         let old = self.snapshot.load_full();
         let mut paused = Vec::new();
         let snapshot = build_snapshot(config, Some(&old), &self.controls, &mut paused)?;
         self.snapshot.store(Arc::new(snapshot));
         for (route, from) in paused {
+            let reason = "reload changed the route's matching, upstreams or sticky key";
+            let mut now = from.clone();
+            now.state = RolloutState::Paused;
+            self.persist_status(&route, &now, Some(reason.into())).await;
             self.record_event(Event {
                 at: now_rfc3339(),
                 route,
@@ -156,9 +227,10 @@ impl Runtime {
                 to: from.stage,
                 weight: from.weight,
                 state: RolloutState::Paused,
-                reason: "reload changed the route's matching, upstreams or sticky key".into(),
+                reason: reason.into(),
                 actor: Actor::Admin,
-            });
+            })
+            .await;
         }
         self.publish_gauges();
         Ok(())
@@ -171,42 +243,46 @@ impl Runtime {
         command: Command,
     ) -> Result<RouteStatus, ControlError> {
         let _writer = self.write_lock.lock().await;
-        let snapshot = self.snapshot.load();
+        let snapshot = self.snapshot.load_full();
         let runtime = snapshot
             .route(route)
             .ok_or_else(|| ControlError::UnknownRoute(route.to_string()))?;
         let current = runtime.control.status.load_full();
         let (next, reason) = apply(&current, &command, &runtime.config.rollout.steps)?;
-        self.transition(runtime, &current, next.clone(), reason, Actor::Admin);
+        self.transition(runtime, &current, next.clone(), reason, Actor::Admin, true)
+            .await;
         Ok(next)
     }
 
     /// Forgets a route's live status and starts again from the file's values.
     pub async fn reset(&self, route: &str) -> Result<RouteStatus, ControlError> {
         let _writer = self.write_lock.lock().await;
-        let snapshot = self.snapshot.load();
+        let snapshot = self.snapshot.load_full();
         let runtime = snapshot
             .route(route)
             .ok_or_else(|| ControlError::UnknownRoute(route.to_string()))?;
         let current = runtime.control.status.load_full();
         let next = RouteStatus::initial(runtime.config.stage, runtime.config.weight);
-        self.transition(
-            runtime,
-            &current,
-            next.clone(),
-            "reset to the file's stage and weight".into(),
-            Actor::Admin,
-        );
+        // Forget the persisted state: the file's values apply again.
+        if let Err(error) = self.store.store().delete_route_state(route).await {
+            tracing::error!(%error, route, "could not forget the route's persisted state");
+        }
+        let reason = "reset to the file's stage and weight".to_string();
+        self.transition(runtime, &current, next.clone(), reason, Actor::Admin, false)
+            .await;
         Ok(next)
     }
 
-    fn transition(
+    /// Publishes a new status (new window on a stage change), records the
+    /// event and, with `persist`, saves the status.
+    async fn transition(
         &self,
         route: &RouteRuntime,
         from: &RouteStatus,
         to: RouteStatus,
         reason: String,
         actor: Actor,
+        persist: bool,
     ) {
         if from.stage != to.stage {
             // Every stage change opens a new, empty window.
@@ -221,6 +297,11 @@ impl Runtime {
                 actor: actor.as_str(),
             })
             .inc();
+        self.publish_gauges();
+        if persist {
+            self.persist_status(&route.config.name, &to, Some(reason.clone()))
+                .await;
+        }
         self.record_event(Event {
             at: now_rfc3339(),
             route: route.config.name.clone(),
@@ -230,29 +311,57 @@ impl Runtime {
             state: to.state,
             reason,
             actor,
-        });
-        self.publish_gauges();
+        })
+        .await;
     }
 
-    fn record_event(&self, event: Event) {
+    /// Logs and persists a transition; a store failure is logged, never
+    /// fatal (the transition already happened).
+    async fn record_event(&self, event: Event) {
         tracing::info!(route = %event.route, from = %event.from, to = %event.to, weight = event.weight,
             state = event.state.as_str(), actor = event.actor.as_str(), reason = %event.reason, "rollout transition");
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        if events.len() >= MAX_EVENTS {
-            events.remove(0);
+        let row = EventRow {
+            id: 0,
+            at: event.at,
+            route: event.route,
+            from: event.from,
+            to: event.to,
+            weight: event.weight,
+            state: event.state,
+            reason: event.reason,
+            actor: event.actor,
+            instance: Some(self.instance_id.clone()),
+        };
+        if let Err(error) = self.store.store().append_event(&row).await {
+            tracing::error!(%error, route = %row.route, "could not record a rollout event");
         }
-        events.push(event);
     }
 
-    /// Events, newest first, optionally for one route.
-    pub fn events(&self, route: Option<&str>) -> Vec<Event> {
-        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        events
-            .iter()
-            .rev()
-            .filter(|e| route.is_none_or(|r| e.route == r))
-            .cloned()
-            .collect()
+    /// Persists a route's live status, so it survives restarts.
+    async fn persist_status(&self, route: &str, status: &RouteStatus, reason: Option<String>) {
+        let now = now_ms();
+        let row = RouteStateRow {
+            route: route.to_string(),
+            stage: status.stage,
+            weight: status.weight,
+            state: status.state,
+            reason,
+            stage_started_at_ms: now,
+            window: None,
+            updated_at_ms: now,
+        };
+        if let Err(error) = self.store.store().save_route_state(&row).await {
+            tracing::error!(%error, route, "could not persist the route's rollout state");
+        }
+    }
+
+    /// Transitions, newest first, optionally for one route.
+    pub async fn events(
+        &self,
+        route: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        self.store.store().events(route, limit).await
     }
 
     /// Sets `strangler_route_weight` and `strangler_route_stage` from the live status.
@@ -286,7 +395,7 @@ fn build_snapshot(
     old: Option<&Snapshot>,
     controls: &Mutex<HashMap<String, Arc<RouteControl>>>,
     paused: &mut Vec<(String, RouteStatus)>,
-) -> Result<Snapshot, UpstreamError> {
+) -> Result<Snapshot, BuildError> {
     let mut upstreams = HashMap::new();
     for (name, upstream) in &config.upstreams {
         let reused = old
@@ -334,12 +443,30 @@ fn build_snapshot(
                 created
             }
         };
+        let rules =
+            Rules::new(&route.compare, config.server.max_body_buffer).map_err(|source| {
+                BuildError::Compare {
+                    route: route.name.clone(),
+                    source,
+                }
+            })?;
+        let shadow = RouteShadow {
+            in_flight: Arc::new(Semaphore::new(route.shadow.max_in_flight as usize)),
+            rules: Arc::new(rules),
+            target: lookup(route.shadow.upstream.as_deref().unwrap_or(&route.candidate)),
+            secondary: route.shadow.secondary.as_deref().map(lookup),
+            endpoints: Arc::new(EndpointTemplates::new(
+                &route.endpoints,
+                route.max_endpoints,
+            )),
+        };
         routes.push(RouteRuntime {
             config: route.clone(),
             name: Name::from(route.name.as_str()),
             control,
             legacy: lookup(&route.legacy),
             candidate: lookup(&route.candidate),
+            shadow,
         });
     }
     let default_control = controls
@@ -351,7 +478,9 @@ fn build_snapshot(
         upstream: lookup(&config.defaults.upstream),
         control: default_control,
     };
+    let redactor = Redactor::new(&config.store).map_err(BuildError::Redact)?;
     Ok(Snapshot {
+        redactor,
         table: RoutingTable::new(&config),
         config: Arc::new(config),
         routes,
@@ -373,6 +502,13 @@ fn identity(route: &RouteConfig) -> String {
         route.sticky,
         route.sticky_salt
     )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Now in RFC 3339 UTC with milliseconds.

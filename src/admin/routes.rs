@@ -14,6 +14,7 @@ use super::AdminState;
 use crate::rollout::state::Command;
 use crate::rollout::window::{ShadowSummary, SideSummary};
 use crate::runtime::{RouteRuntime, Runtime};
+use crate::store::EventRow;
 
 /// A route as `GET /api/routes` shows it (SPEC §5).
 #[derive(Debug, Serialize)]
@@ -175,13 +176,25 @@ pub async fn route_weight(
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     route: Option<String>,
+    limit: Option<u32>,
 }
 
 pub async fn events_list(
     State(state): State<Arc<AdminState>>,
     Query(query): Query<EventsQuery>,
-) -> Json<Vec<crate::runtime::Event>> {
-    Json(state.runtime.events(query.route.as_deref()))
+) -> Result<Json<Vec<EventRow>>, ApiError> {
+    let limit = query.limit.unwrap_or(1000).min(10_000);
+    let events = state
+        .runtime
+        .events(query.route.as_deref(), limit)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(events))
+}
+
+/// A store failure as an API error: the store is unreachable (503).
+fn store_error(error: crate::store::StoreError) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
 }
 
 pub async fn instances_list(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {

@@ -11,24 +11,115 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::shadow::tee::{RequestTee, ResponseTee};
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the proxy answers with: a streamed upstream body or bytes it made.
-pub type ProxyBody = Either<IdleTimeout<Incoming>, Full<Bytes>>;
+pin_project! {
+    /// What the proxy answers with: a streamed upstream body (copied aside
+    /// when it is being shadowed) or bytes the proxy made.
+    #[project = ProxyBodyProj]
+    pub enum ProxyBody {
+        Streamed { #[pin] body: IdleTimeout<Incoming> },
+        Teed { #[pin] body: ResponseTee<IdleTimeout<Incoming>> },
+        Full { #[pin] body: Full<Bytes> },
+    }
+}
 
 /// A body made by the proxy itself (errors, 101 answers).
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Either::Right(Full::new(bytes.into()))
+    ProxyBody::Full {
+        body: Full::new(bytes.into()),
+    }
 }
 
-/// A streamed upstream body with an idle timeout.
-pub fn streamed(body: Incoming, idle: Duration) -> ProxyBody {
-    Either::Left(IdleTimeout::new(body, idle))
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ProxyBodyProj::Streamed { body } => body.poll_frame(cx),
+            ProxyBodyProj::Teed { body } => body.poll_frame(cx),
+            ProxyBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Streamed { body } => body.is_end_stream(),
+            ProxyBody::Teed { body } => body.is_end_stream(),
+            ProxyBody::Full { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Streamed { body } => body.size_hint(),
+            ProxyBody::Teed { body } => body.size_hint(),
+            ProxyBody::Full { body } => body.size_hint(),
+        }
+    }
+}
+
+pin_project! {
+    /// A request body sent upstream: the client's stream (copied aside when
+    /// it is being shadowed), or bytes we hold (a kept body that may be sent
+    /// twice, or a mirrored request).
+    #[project = UpstreamBodyProj]
+    pub enum UpstreamBody {
+        Streamed { #[pin] body: Incoming },
+        Teed { #[pin] body: RequestTee<Incoming> },
+        Full { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl UpstreamBody {
+    pub fn bytes(bytes: Bytes) -> Self {
+        UpstreamBody::Full {
+            body: Full::new(bytes),
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            UpstreamBodyProj::Streamed { body } => body.poll_frame(cx).map_err(Into::into),
+            UpstreamBodyProj::Teed { body } => body.poll_frame(cx).map_err(Into::into),
+            UpstreamBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streamed { body } => body.is_end_stream(),
+            UpstreamBody::Teed { body } => body.is_end_stream(),
+            UpstreamBody::Full { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Streamed { body } => body.size_hint(),
+            UpstreamBody::Teed { body } => body.size_hint(),
+            UpstreamBody::Full { body } => body.size_hint(),
+        }
+    }
 }
 
 /// The upstream went silent mid-body.

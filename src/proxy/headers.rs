@@ -119,6 +119,16 @@ pub fn set_forwarded(
     }
 }
 
+/// Whether the client asks for a server-sent event stream (never mirrored,
+/// left out of latency gates).
+pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::ACCEPT).iter().any(|v| {
+        v.as_bytes()
+            .windows(17)
+            .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+    })
+}
+
 /// Whether the request asks to switch protocols (WebSocket, h2c upgrade…).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)

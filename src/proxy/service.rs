@@ -15,22 +15,26 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{streamed, ProxyBody};
+use super::body::{IdleTimeout, ProxyBody};
 use super::error::{plain, upstream_failure_response, UpstreamFailure};
 use super::headers::{self, X_STRANGLER_SIDE, X_STRANGLER_TOKEN};
-use super::upstream::{Upstream, UpstreamBody};
-use crate::config::{HostPolicy, Stage, StickyMissing};
+use super::upstream::{RequestHead, Upstream, UpstreamBody};
+use crate::config::{Stage, StickyMissing};
 use crate::metrics::{
     Name, RequestLabels, RouteCodeLabels, RouteUpstreamLabels, UpstreamErrorLabels,
 };
+use crate::rollout::state::RouteStatus;
 use crate::rollout::window::{Side, Window};
 use crate::routing::split;
 use crate::runtime::{Runtime, Snapshot};
+use crate::shadow::mirror::{BodySource, MirrorJob, PrimaryAnswer};
+use crate::shadow::tee::{BodyCapture, RequestTee, ResponseTee};
+use crate::shadow::{self, Plan};
 
 /// What the listener knows about the client connection.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +47,10 @@ pub struct ConnInfo {
 /// Where one request goes.
 struct Target<'a> {
     route: &'a Name,
+    /// The route's index in the snapshot (`None` for `_default`).
+    route_index: Option<usize>,
+    /// The route's live status when the request was routed.
+    status: Option<Arc<RouteStatus>>,
     side: Side,
     upstream: &'a Arc<Upstream>,
     /// The other side, for retries and fallbacks (candidate requests only).
@@ -60,8 +68,10 @@ pub async fn handle(
     let started = Instant::now();
     let snapshot = runtime.snapshot.load_full();
 
-    // Phase 1: framing. hyper drops Content-Length when chunked is present;
-    // a request that carries both is ambiguous (request smuggling) and refused.
+    // Phase 1: framing. hyper's HTTP/1 parser already resolves a request
+    // carrying both Content-Length and Transfer-Encoding as RFC 9112 §6.3
+    // asks (chunked wins, Content-Length is dropped, the connection closes
+    // after the answer); this refuses whatever still looks ambiguous.
     if request.headers().contains_key(TRANSFER_ENCODING)
         && request.headers().contains_key(CONTENT_LENGTH)
     {
@@ -70,7 +80,6 @@ pub async fn handle(
             "strangler: both content-length and transfer-encoding are set\n".into(),
         );
     }
-
     let mut request = request;
     let upgrade = request.version() == Version::HTTP_11 && headers::is_upgrade(request.headers());
     // hyper hands the upgraded client connection to whoever holds this future.
@@ -87,6 +96,7 @@ pub async fn handle(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
+    let event_stream = headers::accepts_event_stream(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(
         &mut parts.headers,
@@ -95,17 +105,25 @@ pub async fn handle(
         conn.scheme,
         original_host.clone(),
     );
+    let head = Arc::new(RequestHead {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        original_host,
+    });
 
-    // Phase 4.
-    let outcome = forward(
+    // Shadowing: decided from the head, the body copied as it streams.
+    let (body, mirror) = shadow_request(
         &runtime,
         &snapshot,
         &target,
-        &parts,
+        &head,
         body,
-        original_host.as_ref(),
-    )
-    .await;
+        overridden || upgrade || event_stream,
+    );
+
+    // Phase 4.
+    let outcome = forward(&runtime, &snapshot, &target, &head, body).await;
 
     // Phases 5 and 6.
     let elapsed = started.elapsed();
@@ -127,9 +145,27 @@ pub async fn handle(
                 }
             }
             let idle = served_by.config.idle_timeout;
-            let response = response.map(|b| streamed(b, idle));
+            let (response_parts, body) = response.into_parts();
+            let body = IdleTimeout::new(body, idle);
+            // The answer is compared only when the side we expected gave it.
+            let body = match mirror.filter(|_| !candidate_failed) {
+                Some(mirror) => {
+                    let capture = BodyCapture::new(
+                        snapshot.config.server.max_body_buffer,
+                        runtime.shadow_budget.clone(),
+                    );
+                    let (teed, copy) = ResponseTee::new(body, capture);
+                    let _ = mirror.send(PrimaryAnswer {
+                        status,
+                        headers: response_parts.headers.clone(),
+                        body: copy,
+                    });
+                    ProxyBody::Teed { body: teed }
+                }
+                None => ProxyBody::Streamed { body },
+            };
             (
-                response,
+                Response::from_parts(response_parts, body),
                 served_by,
                 candidate_failed || status.is_server_error(),
             )
@@ -171,10 +207,75 @@ pub async fn handle(
     }
     tracing::debug!(
         route = %target.route.0, side = target.side.as_str(), upstream = %served_by.config.name,
-        method = %parts.method, path = parts.uri.path(), status = code,
+        method = %head.method, path = head.uri.path(), status = code,
         ms = elapsed.as_secs_f64() * 1000.0, "request"
     );
     response
+}
+
+/// Decides whether to mirror the request; when it does, wraps the body so a
+/// copy is kept while it streams and starts the mirror task.
+fn shadow_request(
+    runtime: &Arc<Runtime>,
+    snapshot: &Arc<Snapshot>,
+    target: &Target<'_>,
+    head: &Arc<RequestHead>,
+    body: Incoming,
+    special: bool,
+) -> (
+    UpstreamBody,
+    Option<tokio::sync::oneshot::Sender<PrimaryAnswer>>,
+) {
+    use http_body::Body as _;
+    let (Some(index), Some(status)) = (target.route_index, target.status.as_ref()) else {
+        return (UpstreamBody::Streamed { body }, None);
+    };
+    let route = &snapshot.routes[index];
+    let (direction, permit, learn_noise) = match shadow::plan(
+        &route.config,
+        &route.shadow,
+        status,
+        target.side,
+        &head.method,
+        head.uri.path(),
+        special,
+    ) {
+        Plan::Off => return (UpstreamBody::Streamed { body }, None),
+        Plan::Dropped(reason) => {
+            shadow::count_drop(&runtime.metrics, &route.name, reason);
+            return (UpstreamBody::Streamed { body }, None);
+        }
+        Plan::Mirror {
+            direction,
+            permit,
+            learn_noise,
+        } => (direction, permit, learn_noise),
+    };
+    let (upstream_body, source) = if body.is_end_stream() {
+        (
+            UpstreamBody::Streamed { body },
+            BodySource::Ready(Bytes::new()),
+        )
+    } else {
+        let max = snapshot.config.server.max_body_buffer;
+        let (teed, copy) = RequestTee::new(body, max, runtime.shadow_budget.clone());
+        (UpstreamBody::Teed { body: teed }, BodySource::Pending(copy))
+    };
+    let job = MirrorJob {
+        runtime: runtime.clone(),
+        snapshot: snapshot.clone(),
+        route_index: index,
+        direction,
+        learn_noise,
+        permit,
+        head: head.clone(),
+        body: source,
+        endpoint: route
+            .shadow
+            .endpoints
+            .template(head.method.as_str(), head.uri.path()),
+    };
+    (upstream_body, Some(job.spawn()))
 }
 
 /// Picks the route and the side. Returns whether the QA override decided.
@@ -188,6 +289,8 @@ fn choose_target<'a>(
         return (
             Target {
                 route: &default.name,
+                route_index: None,
+                status: None,
                 side: Side::Legacy,
                 upstream: &default.upstream,
                 legacy: None,
@@ -198,30 +301,30 @@ fn choose_target<'a>(
         );
     };
     let route = &snapshot.routes[index];
-    let status = route.control.status.load();
+    let status = route.control.status.load_full();
     let overridden = override_side(snapshot, &parts.headers);
     let side = overridden.unwrap_or_else(|| match status.stage {
         Stage::Legacy | Stage::Shadow => Side::Legacy,
         Stage::Candidate => Side::Candidate,
         Stage::Canary => canary_side(route, status.weight, parts, conn, snapshot),
     });
-    let target = match side {
-        Side::Legacy => Target {
-            route: &route.name,
-            side,
-            upstream: &route.legacy,
-            legacy: None,
-            fallback_statuses: &[],
-            window: Some(route.control.window.load_full()),
-        },
-        Side::Candidate => Target {
-            route: &route.name,
-            side,
-            upstream: &route.candidate,
-            legacy: Some(&route.legacy),
-            fallback_statuses: &route.config.fallback_statuses,
-            window: Some(route.control.window.load_full()),
-        },
+    let (upstream, legacy, fallback_statuses) = match side {
+        Side::Legacy => (&route.legacy, None, &[][..]),
+        Side::Candidate => (
+            &route.candidate,
+            Some(&route.legacy),
+            &route.config.fallback_statuses[..],
+        ),
+    };
+    let target = Target {
+        route: &route.name,
+        route_index: Some(index),
+        status: Some(status),
+        side,
+        upstream,
+        legacy,
+        fallback_statuses,
+        window: Some(route.control.window.load_full()),
     };
     (target, overridden.is_some())
 }
@@ -297,12 +400,11 @@ async fn forward(
     runtime: &Runtime,
     snapshot: &Snapshot,
     target: &Target<'_>,
-    parts: &http::request::Parts,
-    body: Incoming,
-    original_host: Option<&HeaderValue>,
+    head: &RequestHead,
+    body: UpstreamBody,
 ) -> Forwarded {
-    let Some(legacy) = target.legacy.filter(|_| is_idempotent(&parts.method)) else {
-        return match send(target.upstream, parts, Either::Left(body), original_host).await {
+    let Some(legacy) = target.legacy.filter(|_| is_idempotent(&head.method)) else {
+        return match send(target.upstream, head, body).await {
             Ok(response) => Forwarded::Response {
                 response,
                 served_by: target.upstream.clone(),
@@ -316,39 +418,32 @@ async fn forward(
     };
     // A candidate request that may be sent again: keep its body if it fits.
     let max = snapshot.config.server.max_body_buffer;
-    let buffered = match keep_body(body, &parts.headers, max).await {
-        Ok(buffered) => buffered,
-        Err(kept) => return kept,
+    let (candidate_body, replay) = match keep_body(body, &head.headers, max).await {
+        Ok(Kept::Bytes(bytes)) => (UpstreamBody::bytes(bytes.clone()), Some(bytes)),
+        Ok(Kept::Stream(stream)) => (stream, None),
+        Err(refused) => return refused,
     };
-    let (candidate_body, replay) = match buffered {
-        Kept::Bytes(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),
-        Kept::Stream(stream) => (Either::Left(stream), None),
+    let on_legacy = |bytes: Bytes| async move {
+        match send(legacy, head, UpstreamBody::bytes(bytes)).await {
+            Ok(response) => Forwarded::Response {
+                response,
+                served_by: legacy.clone(),
+                candidate_failed: true,
+            },
+            Err(failure) => Forwarded::Failed {
+                failure,
+                upstream: legacy.clone(),
+            },
+        }
     };
-    match send(target.upstream, parts, candidate_body, original_host).await {
+    match send(target.upstream, head, candidate_body).await {
         Ok(response) => {
             let code = response.status().as_u16();
-            match (&replay, target.fallback_statuses.contains(&code)) {
-                (Some(bytes), true) => {
+            match replay {
+                Some(bytes) if target.fallback_statuses.contains(&code) => {
                     // The candidate does not implement this yet: legacy answers.
                     record_fallback(runtime, target, code);
-                    match send(
-                        legacy,
-                        parts,
-                        Either::Right(Full::new(bytes.clone())),
-                        original_host,
-                    )
-                    .await
-                    {
-                        Ok(response) => Forwarded::Response {
-                            response,
-                            served_by: legacy.clone(),
-                            candidate_failed: true,
-                        },
-                        Err(failure) => Forwarded::Failed {
-                            failure,
-                            upstream: legacy.clone(),
-                        },
-                    }
+                    on_legacy(bytes).await
                 }
                 _ => Forwarded::Response {
                     response,
@@ -363,24 +458,7 @@ async fn forward(
                     kind = failure.kind(), "candidate failed before answering; retrying on legacy");
                 // Counted as a candidate error, then legacy gets its chance.
                 record_upstream_error(runtime, target.route, &target.upstream.name, failure);
-                match send(
-                    legacy,
-                    parts,
-                    Either::Right(Full::new(bytes)),
-                    original_host,
-                )
-                .await
-                {
-                    Ok(response) => Forwarded::Response {
-                        response,
-                        served_by: legacy.clone(),
-                        candidate_failed: true,
-                    },
-                    Err(failure) => Forwarded::Failed {
-                        failure,
-                        upstream: legacy.clone(),
-                    },
-                }
+                on_legacy(bytes).await
             }
             _ => Forwarded::Failed {
                 failure,
@@ -394,11 +472,11 @@ enum Kept {
     /// The whole body, small enough to send twice.
     Bytes(Bytes),
     /// Too large or of unknown length: streamed once, no second chance.
-    Stream(Incoming),
+    Stream(UpstreamBody),
 }
 
 /// Keeps a request body in memory when its declared length fits `max`.
-async fn keep_body(body: Incoming, headers: &HeaderMap, max: u64) -> Result<Kept, Forwarded> {
+async fn keep_body(body: UpstreamBody, headers: &HeaderMap, max: u64) -> Result<Kept, Forwarded> {
     use http_body::Body as _;
     if body.is_end_stream() {
         return Ok(Kept::Bytes(Bytes::new()));
@@ -424,11 +502,10 @@ async fn keep_body(body: Incoming, headers: &HeaderMap, max: u64) -> Result<Kept
 /// One exchange with one upstream, bounded by its `timeout`.
 async fn send(
     upstream: &Arc<Upstream>,
-    parts: &http::request::Parts,
+    head: &RequestHead,
     body: UpstreamBody,
-    original_host: Option<&HeaderValue>,
 ) -> Result<Response<Incoming>, UpstreamFailure> {
-    let Some(request) = upstream_request(upstream, parts, body, original_host) else {
+    let Some(request) = upstream.request(head, body) else {
         return Err(UpstreamFailure::Connect);
     };
     match tokio::time::timeout(upstream.config.timeout, upstream.client.request(request)).await {
@@ -444,49 +521,6 @@ async fn send(
             Err(failure)
         }
     }
-}
-
-/// The request as the upstream gets it: its URL, `Host` per policy.
-fn upstream_request(
-    upstream: &Upstream,
-    parts: &http::request::Parts,
-    body: UpstreamBody,
-    original_host: Option<&HeaderValue>,
-) -> Option<Request<UpstreamBody>> {
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri = if upstream.base_path.is_empty() {
-        Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-    } else {
-        Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query(format!("{}{}", upstream.base_path, path_and_query))
-            .build()
-    }
-    .ok()?;
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    let mut headers = parts.headers.clone();
-    let host = match &upstream.config.host {
-        HostPolicy::Preserve => original_host.cloned(),
-        HostPolicy::Upstream => HeaderValue::from_str(upstream.authority.as_str()).ok(),
-        HostPolicy::Fixed(value) => HeaderValue::from_str(value).ok(),
-    };
-    match host {
-        Some(host) => {
-            headers.insert(HOST, host);
-        }
-        None => {
-            headers.remove(HOST);
-        }
-    }
-    *request.headers_mut() = headers;
-    Some(request)
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -9,21 +9,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use http::header::HOST;
 use http::uri::{Authority, Scheme};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{UpstreamConfig, UpstreamProtocol};
+pub use super::body::UpstreamBody;
+use crate::config::{HostPolicy, UpstreamConfig, UpstreamProtocol};
 use crate::metrics::Name;
-
-/// A request body sent upstream: the client's stream, or bytes we hold
-/// (a buffered body that may be sent twice, or none).
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
@@ -61,7 +57,52 @@ pub enum UpstreamError {
     NoAuthority { name: String, url: String },
 }
 
+/// The parts of a client request every upstream copy is built from: the
+/// headers after hygiene, and the `Host` the client asked for.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub original_host: Option<HeaderValue>,
+}
+
 impl Upstream {
+    /// The request as this upstream gets it: its URL, `Host` per its policy.
+    pub fn request(&self, head: &RequestHead, body: UpstreamBody) -> Option<Request<UpstreamBody>> {
+        let path_and_query = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let builder = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone());
+        let uri = if self.base_path.is_empty() {
+            builder.path_and_query(path_and_query).build()
+        } else {
+            builder
+                .path_and_query(format!("{}{}", self.base_path, path_and_query))
+                .build()
+        }
+        .ok()?;
+        let mut request = Request::new(body);
+        *request.method_mut() = head.method.clone();
+        *request.uri_mut() = uri;
+        let mut headers = head.headers.clone();
+        let host = match &self.config.host {
+            HostPolicy::Preserve => head.original_host.clone(),
+            HostPolicy::Upstream => HeaderValue::from_str(self.authority.as_str()).ok(),
+            HostPolicy::Fixed(value) => HeaderValue::from_str(value).ok(),
+        };
+        match host {
+            Some(host) => {
+                headers.insert(HOST, host);
+            }
+            None => {
+                headers.remove(HOST);
+            }
+        }
+        *request.headers_mut() = headers;
+        Some(request)
+    }
+
     pub fn new(config: &UpstreamConfig) -> Result<Arc<Upstream>, UpstreamError> {
         let authority =
             config

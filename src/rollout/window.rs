@@ -5,8 +5,9 @@
 //! short, uncontended mutex. A window is replaced, not cleared, when the
 //! route changes stage, so a reader never sees half-reset numbers.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -92,7 +93,31 @@ impl SideWindow {
     }
 }
 
-/// Shadow comparison counters (filled in by the shadow feature).
+/// Shadow counters of one endpoint template.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct EndpointShadow {
+    pub compared: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub noise: u64,
+    /// Mirrors the candidate never answered (timeout, transport error).
+    pub failed: u64,
+}
+
+impl EndpointShadow {
+    /// `(matched + noise) / (compared + failed)`.
+    pub fn match_rate(&self) -> Option<f64> {
+        let denominator = self.compared + self.failed;
+        (denominator > 0).then(|| (self.matched + self.noise) as f64 / denominator as f64)
+    }
+}
+
+/// Most endpoint templates tracked per window; `max_endpoints` already
+/// bounds them, this guards memory whatever the configuration says.
+const MAX_TRACKED_ENDPOINTS: usize = 10_000;
+
+/// Shadow comparison counters. Comparisons happen off the request path, so
+/// the per-endpoint map sits behind a mutex.
 #[derive(Default)]
 pub struct ShadowWindow {
     pub compared: AtomicU64,
@@ -101,6 +126,7 @@ pub struct ShadowWindow {
     pub noise: AtomicU64,
     pub dropped: AtomicU64,
     pub failed: AtomicU64,
+    endpoints: Mutex<HashMap<Arc<str>, EndpointShadow>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -114,6 +140,53 @@ pub struct ShadowSummary {
 }
 
 impl ShadowWindow {
+    /// Records one comparison: `match`, `noise` or `mismatch`.
+    pub fn record_comparison(&self, endpoint: &Arc<str>, result: &str) {
+        self.compared.fetch_add(1, Ordering::Relaxed);
+        let counter = match result {
+            "match" => &self.matched,
+            "noise" => &self.noise,
+            _ => &self.mismatched,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.with_endpoint(endpoint, |e| {
+            e.compared += 1;
+            match result {
+                "match" => e.matched += 1,
+                "noise" => e.noise += 1,
+                _ => e.mismatched += 1,
+            }
+        });
+    }
+
+    /// Records a mirror the candidate never answered.
+    pub fn record_failure(&self, endpoint: &Arc<str>) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.with_endpoint(endpoint, |e| e.failed += 1);
+    }
+
+    fn with_endpoint(&self, endpoint: &Arc<str>, update: impl FnOnce(&mut EndpointShadow)) {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(counts) = endpoints.get_mut(endpoint) {
+            update(counts);
+        } else if endpoints.len() < MAX_TRACKED_ENDPOINTS {
+            let mut counts = EndpointShadow::default();
+            update(&mut counts);
+            endpoints.insert(endpoint.clone(), counts);
+        }
+    }
+
+    /// Per-endpoint counters, by template.
+    pub fn endpoints(&self) -> Vec<(Arc<str>, EndpointShadow)> {
+        let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = endpoints
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     pub fn summary(&self) -> ShadowSummary {
         let compared = self.compared.load(Ordering::Relaxed);
         let matched = self.matched.load(Ordering::Relaxed);
@@ -172,10 +245,18 @@ mod tests {
     #[test]
     fn match_rate_counts_failures_against_the_candidate() {
         let w = ShadowWindow::default();
-        w.compared.store(8, Ordering::Relaxed);
-        w.matched.store(6, Ordering::Relaxed);
-        w.noise.store(2, Ordering::Relaxed);
-        w.failed.store(2, Ordering::Relaxed);
+        let a: Arc<str> = Arc::from("GET /a");
+        let b: Arc<str> = Arc::from("GET /b/{id}");
+        for _ in 0..6 {
+            w.record_comparison(&a, "match");
+        }
+        w.record_comparison(&a, "noise");
+        w.record_comparison(&b, "noise");
+        w.record_failure(&b);
+        w.record_failure(&b);
         assert_eq!(w.summary().match_rate, Some(0.8));
+        let endpoints = w.endpoints();
+        assert_eq!(endpoints[0].1.match_rate(), Some(1.0));
+        assert_eq!(endpoints[1].1.match_rate(), Some(1.0 / 3.0));
     }
 }

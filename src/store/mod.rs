@@ -23,6 +23,7 @@ use std::time::Duration;
 
 pub mod model;
 pub mod sqlite;
+pub mod writer;
 
 #[cfg(test)]
 mod tests;

@@ -791,14 +791,14 @@ impl Store for SqliteStore {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms().saturating_sub(retention_ms);
 
-        // 1. Age: everything older than the retention.
-        let by_age: [(&str, &mut u64); 4] = [
+        // 1. Age: samples and aggregates older than the retention (SPEC §2).
+        // Events are the audit trail of the rollout and are kept.
+        let by_age: [(&str, &mut u64); 3] = [
             ("DELETE FROM samples WHERE at_ms < ?", &mut stats.samples),
             (
                 "DELETE FROM aggregates WHERE bucket_start_ms < ?",
                 &mut stats.aggregates,
             ),
-            ("DELETE FROM events WHERE at_ms < ?", &mut stats.events),
             (
                 "DELETE FROM endpoint_stats WHERE last_bucket_ms < ?",
                 &mut stats.endpoint_stats,

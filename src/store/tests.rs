@@ -704,7 +704,8 @@ async fn prune_deletes_what_is_older_than_the_retention() {
             stats.events,
             stats.endpoint_stats
         ),
-        (1, 1, 1, 1)
+        (1, 1, 0, 1),
+        "events are the audit trail and are never pruned"
     );
     let samples = store.samples("orders", None, 10).await.unwrap();
     assert_eq!(samples.iter().map(|s| s.id).collect::<Vec<_>>(), [fresh]);
@@ -712,7 +713,7 @@ async fn prune_deletes_what_is_older_than_the_retention() {
     assert_eq!(aggregates.len(), 1);
     assert_eq!(aggregates[0].bucket_start_ms, now_bucket());
     let events = store.events(None, 10).await.unwrap();
-    assert_eq!(events.len(), 1);
+    assert_eq!(events.len(), 2);
     assert_eq!(events[0].reason, "new");
     let stats_rows = store.endpoint_stats(None).await.unwrap();
     assert_eq!(stats_rows.len(), 1);

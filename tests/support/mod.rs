@@ -30,7 +30,8 @@ impl Proxy {
     pub async fn try_start(toml: &str) -> anyhow::Result<Proxy> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("strangler.toml");
-        std::fs::write(&path, with_ephemeral_listeners(toml))?;
+        let store = dir.path().join("strangler.db");
+        std::fs::write(&path, with_ephemeral_listeners(toml, &store))?;
         let env: Arc<dyn config::EnvSource + Send + Sync> =
             Arc::new(HashMap::<String, String>::new());
         let loaded = config::load(&path, env.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -54,7 +55,12 @@ impl Proxy {
 
     /// Rewrites the configuration file (keeping the bound addresses).
     pub fn rewrite_config(&self, toml: &str) {
-        let text = with_listeners(toml, self.addr, self.admin);
+        let store = self.config_path.with_file_name("strangler.db");
+        let text = format!(
+            "[store]\nurl = \"sqlite://{}\"\n{}",
+            store.display(),
+            with_listeners(toml, self.addr, self.admin)
+        );
         std::fs::write(&self.config_path, text).expect("config file is writable");
     }
 
@@ -65,8 +71,14 @@ impl Proxy {
     }
 }
 
-fn with_ephemeral_listeners(toml: &str) -> String {
+fn with_ephemeral_listeners(toml: &str, store: &std::path::Path) -> String {
     let mut text = String::new();
+    if !toml.contains("[store]") {
+        text.push_str(&format!(
+            "[store]\nurl = \"sqlite://{}\"\n",
+            store.display()
+        ));
+    }
     if !toml.contains("[server]") {
         text.push_str("[server]\nlisten = \"127.0.0.1:0\"\n");
     }

@@ -1,0 +1,183 @@
+//! Shadow traffic (SPEC §4): mirror eligible requests to the other side,
+//! compare the answers, count and keep the differences.
+//!
+//! The client is always answered by the primary side, as soon as it
+//! answers; nothing here can delay, change or fail that answer:
+//! - eligibility is decided from the request head alone ([`plan`]);
+//! - bodies are copied aside while they stream (`tee`), bounded by
+//!   `max_body_buffer` per body and `server.shadow_memory` in total;
+//! - at most `shadow.max_in_flight` mirrors per route run at once
+//!   (a semaphore, `try_acquire`: beyond it the mirror is dropped);
+//! - the mirror runs in its own task with its own `shadow.timeout`.
+//!
+//! Every mirror that does not end in a comparison is counted with its
+//! reason in `strangler_shadow_dropped_total`; a candidate that times out or
+//! fails at the transport also counts against the match rate.
+
+pub mod keep;
+pub mod mirror;
+pub mod tee;
+
+use std::sync::Arc;
+
+use http::Method;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::compare::{EndpointTemplates, Rules};
+use crate::config::{RouteConfig, Stage};
+use crate::metrics::{Metrics, Name, ShadowDropLabels};
+use crate::proxy::upstream::Upstream;
+use crate::rollout::state::{RolloutState, RouteStatus};
+use crate::rollout::window::Side;
+
+/// Why a mirror ended without a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `shadow.max_in_flight` mirrors already running for the route.
+    Overload,
+    /// `server.shadow_memory` spent.
+    Memory,
+    /// The request body is larger than `max_body_buffer`.
+    TooLarge,
+    /// A write without `allow_writes` (or any write in the reverse shadow).
+    UnsafeMethod,
+    /// Under `shadow.exclude`.
+    Excluded,
+    /// The mirrored side did not answer within `shadow.timeout`.
+    Timeout,
+    /// The primary failed (502/504) or the client went away: nothing to compare.
+    PrimaryFailed,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Overload => "overload",
+            DropReason::Memory => "memory",
+            DropReason::TooLarge => "too_large",
+            DropReason::UnsafeMethod => "unsafe_method",
+            DropReason::Excluded => "excluded",
+            DropReason::Timeout => "timeout",
+            DropReason::PrimaryFailed => "primary_failed",
+        }
+    }
+}
+
+/// Which way a mirror goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Legacy serves; the candidate (or `shadow.upstream`) gets the copy.
+    ToCandidate,
+    /// The candidate serves; legacy gets the copy (the reverse shadow of
+    /// the `candidate` stage, safe methods only).
+    ToLegacy,
+}
+
+/// What shadowing does with one request.
+#[derive(Debug)]
+pub enum Plan {
+    /// Not shadowed (stage, sampling, method not listed, upgrade…).
+    Off,
+    /// Would be shadowed but cannot be: counted.
+    Dropped(DropReason),
+    /// Mirror it.
+    Mirror {
+        direction: Direction,
+        permit: OwnedSemaphorePermit,
+        /// Also send the request to legacy a second time (or to the
+        /// secondary) to learn noise.
+        learn_noise: bool,
+    },
+}
+
+/// A route's shadowing resources in one snapshot.
+pub struct RouteShadow {
+    pub in_flight: Arc<Semaphore>,
+    pub rules: Arc<Rules>,
+    /// Where candidate mirrors go: `shadow.upstream` or the candidate.
+    pub target: Arc<Upstream>,
+    pub secondary: Option<Arc<Upstream>>,
+    pub endpoints: Arc<EndpointTemplates>,
+}
+
+/// Safe methods (RFC 9110 §9.2.1): the only ones mirrored to legacy, and
+/// the only ones mirrored at all unless `allow_writes`.
+pub fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Decides from the request head whether and how to mirror it.
+pub fn plan(
+    config: &RouteConfig,
+    shadow: &RouteShadow,
+    status: &RouteStatus,
+    side: Side,
+    method: &Method,
+    path: &str,
+    special: bool,
+) -> Plan {
+    let direction = match (status.stage, side) {
+        (Stage::Shadow, _) | (Stage::Canary, Side::Legacy) => Direction::ToCandidate,
+        (Stage::Candidate, Side::Candidate) if status.state != RolloutState::Complete => {
+            Direction::ToLegacy
+        }
+        _ => return Plan::Off,
+    };
+    // Overridden, upgrade and event-stream requests are never mirrored.
+    if special {
+        return Plan::Off;
+    }
+    let settings = &config.shadow;
+    let safe = is_safe(method);
+    match direction {
+        Direction::ToLegacy if !safe => return Plan::Off,
+        Direction::ToCandidate if !safe && !settings.allow_writes => {
+            return Plan::Dropped(DropReason::UnsafeMethod)
+        }
+        Direction::ToCandidate if !settings.methods.contains(method) => return Plan::Off,
+        _ => {}
+    }
+    if settings
+        .exclude
+        .iter()
+        .any(|prefix| path_has_prefix(path, prefix))
+    {
+        return Plan::Dropped(DropReason::Excluded);
+    }
+    if settings.sample < 1.0 && rand::random::<f64>() >= settings.sample {
+        return Plan::Off;
+    }
+    let Ok(permit) = shadow.in_flight.clone().try_acquire_owned() else {
+        return Plan::Dropped(DropReason::Overload);
+    };
+    let learn_noise = direction == Direction::ToCandidate
+        && safe
+        && (shadow.secondary.is_some()
+            || (settings.noise_sample > 0.0 && rand::random::<f64>() < settings.noise_sample));
+    Plan::Mirror {
+        direction,
+        permit,
+        learn_noise,
+    }
+}
+
+/// `exclude` entries are path prefixes on whole segments, like routes.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Counts a mirror that ended without a comparison.
+pub fn count_drop(metrics: &Metrics, route: &Name, reason: DropReason) {
+    metrics
+        .shadow_dropped
+        .get_or_create(&ShadowDropLabels {
+            route: route.clone(),
+            reason: reason.as_str(),
+        })
+        .inc();
+}

@@ -1,0 +1,406 @@
+//! Copying bodies aside while they stream, for the comparison.
+//!
+//! The primary exchange must never wait for shadowing, so the copies are
+//! taken as frames pass by: [`RequestTee`] keeps the request body (up to
+//! `max_body_buffer`, else the mirror is dropped as `too_large`) and
+//! [`ResponseTee`] keeps the primary's response (up to `max_body_buffer`,
+//! beyond which it keeps only a running SHA-256 and length). Every kept byte
+//! is charged to the process-wide [`MemoryBudget`] (`server.shadow_memory`);
+//! when the budget is spent the copy is abandoned (`memory`), never waited
+//! for. A tee hands its copy over through a oneshot channel when the body
+//! ends; if the body is dropped early (client gone), the channel closes and
+//! the mirror is abandoned.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use crate::compare::CapturedBody;
+
+/// All buffered shadow bodies together, every route (`server.shadow_memory`).
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes currently held by shadow copies.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` from the budget, or returns false when that would
+    /// exceed it (nothing is taken then).
+    fn try_take(&self, bytes: u64) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = used.saturating_add(bytes);
+            if next > self.limit {
+                return false;
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(actual) => used = actual,
+            }
+        }
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Bytes charged to the budget; given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    pub fn empty(budget: Arc<MemoryBudget>) -> Self {
+        Reservation { budget, bytes: 0 }
+    }
+
+    /// Grows the reservation by `bytes`, or fails without taking anything.
+    pub fn grow(&mut self, bytes: u64) -> bool {
+        if self.budget.try_take(bytes) {
+            self.bytes += bytes;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.give_back(self.bytes);
+        }
+    }
+}
+
+/// Why a copy could not be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFailure {
+    /// Larger than `max_body_buffer` (request bodies only).
+    TooLarge,
+    /// `server.shadow_memory` is spent.
+    Memory,
+    /// The body failed (client or upstream reset).
+    Broken,
+}
+
+/// A copy of a request body, with the memory it holds.
+#[derive(Debug)]
+pub struct RequestCopy {
+    pub body: Bytes,
+    pub reservation: Reservation,
+}
+
+/// Chunks kept so far, concatenated once at the end.
+struct Chunks {
+    chunks: Vec<Bytes>,
+    len: u64,
+    reservation: Reservation,
+}
+
+impl Chunks {
+    fn new(budget: Arc<MemoryBudget>) -> Self {
+        Chunks {
+            chunks: Vec::new(),
+            len: 0,
+            reservation: Reservation::empty(budget),
+        }
+    }
+
+    fn concat(self) -> (Bytes, Reservation) {
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
+                for chunk in &self.chunks {
+                    all.extend_from_slice(chunk);
+                }
+                all.freeze()
+            }
+        };
+        (body, self.reservation)
+    }
+}
+
+pin_project! {
+    /// A request body that streams to the primary and keeps a copy.
+    pub struct RequestTee<B> {
+        #[pin]
+        inner: B,
+        state: RequestState,
+        max: u64,
+    }
+}
+
+impl<B: Body> RequestTee<B> {
+    pub fn new(
+        inner: B,
+        max: u64,
+        budget: Arc<MemoryBudget>,
+    ) -> (Self, oneshot::Receiver<Result<RequestCopy, CopyFailure>>) {
+        let (tx, rx) = oneshot::channel();
+        let mut state = Some((Chunks::new(budget), tx));
+        if inner.is_end_stream() {
+            // An empty body is never polled: hand the copy over now.
+            finish_request(&mut state);
+        }
+        (RequestTee { inner, state, max }, rx)
+    }
+}
+
+type RequestState = Option<(Chunks, oneshot::Sender<Result<RequestCopy, CopyFailure>>)>;
+
+fn fail_request(state: &mut RequestState, why: CopyFailure) {
+    if let Some((_, tx)) = state.take() {
+        let _ = tx.send(Err(why));
+    }
+}
+
+fn finish_request(state: &mut RequestState) {
+    if let Some((chunks, tx)) = state.take() {
+        let (body, reservation) = chunks.concat();
+        let _ = tx.send(Ok(RequestCopy { body, reservation }));
+    }
+}
+
+impl<B> Body for RequestTee<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Some((chunks, _)) = this.state.as_mut() {
+                        let len = data.len() as u64;
+                        if chunks.len + len > *this.max {
+                            fail_request(this.state, CopyFailure::TooLarge);
+                        } else if !chunks.reservation.grow(len) {
+                            fail_request(this.state, CopyFailure::Memory);
+                        } else {
+                            chunks.len += len;
+                            chunks.chunks.push(data.clone());
+                        }
+                    }
+                }
+                // hyper stops polling a body of known length once it ends.
+                if this.inner.is_end_stream() {
+                    finish_request(this.state);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => fail_request(this.state, CopyFailure::Broken),
+            Poll::Ready(None) => finish_request(this.state),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the comparison gets of the primary's response body.
+#[derive(Debug)]
+pub struct ResponseCopy {
+    pub body: CapturedBody,
+    pub trailers: Option<HeaderMap>,
+    pub reservation: Reservation,
+}
+
+/// Keeps bytes until `max`, then only a hash and a length.
+pub struct BodyCapture {
+    chunks: Chunks,
+    hasher: Option<Sha256>,
+    len: u64,
+    max: u64,
+    trailers: Option<HeaderMap>,
+}
+
+impl BodyCapture {
+    pub fn new(max: u64, budget: Arc<MemoryBudget>) -> Self {
+        BodyCapture {
+            chunks: Chunks::new(budget),
+            hasher: None,
+            len: 0,
+            max,
+            trailers: None,
+        }
+    }
+
+    /// Adds a frame; fails only when the memory budget is spent.
+    pub fn push(&mut self, frame: &Frame<Bytes>) -> Result<(), CopyFailure> {
+        if let Some(trailers) = frame.trailers_ref() {
+            self.trailers = Some(trailers.clone());
+            return Ok(());
+        }
+        let Some(data) = frame.data_ref() else {
+            return Ok(());
+        };
+        let len = data.len() as u64;
+        self.len += len;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(data);
+            return Ok(());
+        }
+        if self.len > self.max {
+            // Past the buffer: hash what we kept and go on hashing.
+            let mut hasher = Sha256::new();
+            for chunk in self.chunks.chunks.drain(..) {
+                hasher.update(&chunk);
+            }
+            hasher.update(data);
+            self.hasher = Some(hasher);
+            self.chunks.reservation = Reservation::empty(self.chunks.reservation.budget.clone());
+            return Ok(());
+        }
+        if !self.chunks.reservation.grow(len) {
+            return Err(CopyFailure::Memory);
+        }
+        self.chunks.len += len;
+        self.chunks.chunks.push(data.clone());
+        Ok(())
+    }
+
+    pub fn finish(self) -> ResponseCopy {
+        match self.hasher {
+            Some(hasher) => ResponseCopy {
+                body: CapturedBody::Hashed {
+                    len: self.len,
+                    sha256: hasher.finalize().into(),
+                },
+                trailers: self.trailers,
+                reservation: self.chunks.reservation,
+            },
+            None => {
+                let trailers = self.trailers;
+                let (body, reservation) = self.chunks.concat();
+                ResponseCopy {
+                    body: CapturedBody::Full(body),
+                    trailers,
+                    reservation,
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A response body that streams to the client and keeps a copy.
+    pub struct ResponseTee<B> {
+        #[pin]
+        inner: B,
+        state: ResponseState,
+    }
+}
+
+impl<B: Body> ResponseTee<B> {
+    pub fn new(
+        inner: B,
+        capture: BodyCapture,
+    ) -> (Self, oneshot::Receiver<Result<ResponseCopy, CopyFailure>>) {
+        let (tx, rx) = oneshot::channel();
+        let mut state = Some((capture, tx));
+        if inner.is_end_stream() {
+            finish_response(&mut state);
+        }
+        (ResponseTee { inner, state }, rx)
+    }
+}
+
+type ResponseState = Option<(
+    BodyCapture,
+    oneshot::Sender<Result<ResponseCopy, CopyFailure>>,
+)>;
+
+fn finish_response(state: &mut ResponseState) {
+    if let Some((capture, tx)) = state.take() {
+        let _ = tx.send(Ok(capture.finish()));
+    }
+}
+
+impl<B> Body for ResponseTee<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some((capture, _)) = this.state.as_mut() {
+                    if let Err(why) = capture.push(frame) {
+                        if let Some((_, tx)) = this.state.take() {
+                            let _ = tx.send(Err(why));
+                        }
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    finish_response(this.state);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some((_, tx)) = this.state.take() {
+                    let _ = tx.send(Err(CopyFailure::Broken));
+                }
+            }
+            Poll::Ready(None) => finish_response(this.state),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
