@@ -97,6 +97,51 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The latest stored mismatches of a route.
+    Diffs {
+        route: String,
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Mark a known, intended difference as accepted for an endpoint template.
+    Accept {
+        route: String,
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Write the route's stored exchanges, redacted, as JSON lines on stdout.
+    Export {
+        route: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Send stored exchanges to a candidate build and print what still differs
+    /// (exit 0 when nothing does, 3 when something does).
+    Replay {
+        route: String,
+        #[arg(long)]
+        candidate: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Add or replace a request header ('NAME: VALUE'), e.g. credentials.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Read exchanges from a file written by `export` instead of the admin API.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// Parses the arguments, runs the command and returns the exit status.
@@ -160,22 +205,68 @@ async fn dispatch(command: Command) -> ExitCode {
             eprintln!("strangler: the demo is not built yet; see README.md to run the proxy with a configuration");
             ExitCode::from(1)
         }
-        Command::Status(admin) => client_call(&admin, status(&admin)).await,
+        Command::Status(admin) => client_call(status(&admin)).await,
         Command::Promote { route, admin } => {
-            client_call(&admin, action(&admin, &route, "promote", None)).await
+            client_call(action(&admin, &route, "promote", None)).await
         }
         Command::Rollback { route, admin } => {
-            client_call(&admin, action(&admin, &route, "rollback", None)).await
+            client_call(action(&admin, &route, "rollback", None)).await
         }
-        Command::Pause { route, admin } => {
-            client_call(&admin, action(&admin, &route, "pause", None)).await
-        }
+        Command::Pause { route, admin } => client_call(action(&admin, &route, "pause", None)).await,
         Command::Resume { route, admin } => {
-            client_call(&admin, action(&admin, &route, "resume", None)).await
+            client_call(action(&admin, &route, "resume", None)).await
         }
-        Command::Reset { route, admin } => {
-            client_call(&admin, action(&admin, &route, "reset", None)).await
+        Command::Reset { route, admin } => client_call(action(&admin, &route, "reset", None)).await,
+        Command::Diffs {
+            route,
+            limit,
+            admin,
+        } => client_call(diffs(&admin, &route, limit)).await,
+        Command::Accept {
+            route,
+            endpoint,
+            path,
+            note,
+            admin,
+        } => {
+            let body = serde_json::json!({ "endpoint": endpoint, "path": path, "note": note });
+            let call = async {
+                let accepted = admin_client(&admin)
+                    .post(&format!("/api/routes/{route}/accept"), Some(body))
+                    .await?;
+                Ok(format!(
+                    "accepted on {route}: {} {}",
+                    accepted["endpoint"].as_str().unwrap_or("?"),
+                    accepted["path"].as_str().unwrap_or("?")
+                ))
+            };
+            client_call(call).await
         }
+        Command::Export {
+            route,
+            limit,
+            admin,
+        } => {
+            let path = format!("/api/routes/{route}/export?limit={limit}");
+            match admin_client(&admin).get_text(&path).await {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("strangler: {error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Replay {
+            route,
+            candidate,
+            limit,
+            headers,
+            from,
+            admin,
+        } => replay(&admin, &route, &candidate, limit, &headers, from.as_deref()).await,
         Command::Weight {
             route,
             percent,
@@ -186,7 +277,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 return ExitCode::from(2);
             }
             let body = serde_json::json!({ "weight": percent });
-            client_call(&admin, action(&admin, &route, "weight", Some(body))).await
+            client_call(action(&admin, &route, "weight", Some(body))).await
         }
     }
 }
@@ -220,7 +311,6 @@ fn admin_client(admin: &AdminArgs) -> AdminClient {
 }
 
 async fn client_call(
-    _admin: &AdminArgs,
     call: impl std::future::Future<Output = Result<String, crate::client::ClientError>>,
 ) -> ExitCode {
     match call.await {
@@ -251,6 +341,155 @@ async fn action(
         route_json["weight"],
         route_json["state"].as_str().unwrap_or("?")
     ))
+}
+
+async fn diffs(
+    admin: &AdminArgs,
+    route: &str,
+    limit: u32,
+) -> Result<String, crate::client::ClientError> {
+    let diffs = admin_client(admin)
+        .get(&format!("/api/routes/{route}/diffs?limit={limit}"))
+        .await?;
+    let mut out = String::new();
+    let list = diffs.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return Ok(format!("{route}: no stored mismatches"));
+    }
+    for diff in list {
+        out.push_str(&format!(
+            "#{} {} {} ({} {})\n",
+            diff["id"],
+            diff["at"].as_str().unwrap_or("?"),
+            diff["endpoint"].as_str().unwrap_or("?"),
+            diff["method"].as_str().unwrap_or("?"),
+            diff["path"].as_str().unwrap_or("?"),
+        ));
+        for d in diff["differences"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {:<8} {:<40} {:<22} legacy: {}  candidate: {}\n",
+                d["kind"].as_str().unwrap_or("?"),
+                d["path"].as_str().unwrap_or("?"),
+                d["change"].as_str().unwrap_or("?"),
+                short(&d["legacy"]),
+                short(&d["candidate"]),
+            ));
+        }
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// A JSON value on one line, cut to a readable length.
+fn short(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    } else {
+        text
+    }
+}
+
+async fn replay(
+    admin: &AdminArgs,
+    route: &str,
+    candidate: &str,
+    limit: u32,
+    headers: &[String],
+    from: Option<&std::path::Path>,
+) -> ExitCode {
+    let mut extra = Vec::new();
+    for header in headers {
+        let parsed = header.split_once(':').and_then(|(name, value)| {
+            Some((
+                http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?,
+                http::HeaderValue::from_str(value.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some(pair) => extra.push(pair),
+            None => {
+                eprintln!("strangler: --header {header:?} is not 'NAME: VALUE'");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let text = match from {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("strangler: cannot read {}: {error}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => match admin_client(admin)
+            .get_text(&format!("/api/routes/{route}/export?limit={limit}"))
+            .await
+        {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("strangler: {error}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let (header, mut exchanges) = match crate::replay::parse_export(&text) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            eprintln!("strangler: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    exchanges.truncate(limit as usize);
+    let results = match crate::replay::replay(&header, &exchanges, candidate, &extra).await {
+        Ok(results) => results,
+        Err(error) => {
+            eprintln!("strangler: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut differing = 0;
+    let mut failed = 0;
+    for result in &results {
+        match &result.differences {
+            Ok(diffs) if diffs.is_empty() => {}
+            Ok(diffs) => {
+                differing += 1;
+                println!("{} ({} {})", result.endpoint, result.method, result.path);
+                for d in diffs {
+                    println!(
+                        "  {:<8} {:<40} {:<22} legacy: {}  candidate: {}",
+                        d.kind.as_str(),
+                        d.path,
+                        serde_json::to_value(d.change)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        short(&d.legacy),
+                        short(&d.candidate)
+                    );
+                }
+            }
+            Err(reason) => {
+                failed += 1;
+                println!(
+                    "{} ({} {}): not compared: {reason}",
+                    result.endpoint, result.method, result.path
+                );
+            }
+        }
+    }
+    println!(
+        "{} exchanges replayed: {} identical, {} differing, {} not compared",
+        results.len(),
+        results.len() - differing - failed,
+        differing,
+        failed
+    );
+    if differing > 0 || failed > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn status(admin: &AdminArgs) -> Result<String, crate::client::ClientError> {

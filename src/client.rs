@@ -36,6 +36,15 @@ impl AdminClient {
         self.call(Method::GET, path, None).await
     }
 
+    /// A GET whose answer is text (JSON lines), returned as is.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let (status, bytes) = self.send(Method::GET, path, None).await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     pub async fn post(
         &self,
         path: &str,
@@ -50,6 +59,19 @@ impl AdminClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
+        let (status, bytes) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut request = Request::builder().method(method).uri(&url);
         if let Some(token) = &self.token {
@@ -81,15 +103,16 @@ impl AdminClient {
             .await
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
-        let json: serde_json::Value =
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        if !status.is_success() {
-            let message = json.get("error").and_then(|e| e.as_str()).map_or_else(
-                || String::from_utf8_lossy(&bytes).trim().to_string(),
-                str::to_string,
-            );
-            return Err(ClientError::Refused { status, message });
-        }
-        Ok(json)
+        Ok((status, bytes))
     }
+}
+
+/// An error answer: its `{"error": …}` message, or its text.
+fn refused(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let json: serde_json::Value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+    let message = json.get("error").and_then(|e| e.as_str()).map_or_else(
+        || String::from_utf8_lossy(bytes).trim().to_string(),
+        str::to_string,
+    );
+    ClientError::Refused { status, message }
 }

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod replay;
 pub mod rollout;
 pub mod routing;
 pub mod runtime;

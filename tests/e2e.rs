@@ -10,4 +10,5 @@ mod hygiene;
 mod lifecycle;
 mod protocols;
 mod routing;
+mod shadow;
 mod split;

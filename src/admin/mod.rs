@@ -4,6 +4,7 @@
 //! can drive it with `oneshot` as well as over a socket.
 
 mod auth;
+pub mod diffs;
 mod error;
 mod routes;
 
@@ -38,6 +39,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/routes/{name}/resume", post(routes::route_resume))
         .route("/api/routes/{name}/reset", post(routes::route_reset))
         .route("/api/routes/{name}/weight", post(routes::route_weight))
+        .route("/api/routes/{name}/diffs", get(diffs::diffs_list))
+        .route("/api/routes/{name}/accept", post(diffs::accept_create))
+        .route("/api/routes/{name}/export", get(diffs::export))
         .route("/api/events", get(routes::events_list))
         .route("/api/instances", get(routes::instances_list))
         .route("/api/reload", post(routes::reload))

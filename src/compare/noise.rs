@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::path::normalize_path;
 use super::{DiffKind, Difference};
@@ -36,7 +36,7 @@ pub const MAX_PATHS_PER_ENDPOINT: usize = 1_000;
 pub const MAX_ENDPOINTS: usize = 10_000;
 
 /// What the report shows for one learned noisy path.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnedNoise {
     pub endpoint: String,
     pub kind: DiffKind,

@@ -24,6 +24,7 @@ type Handler = Arc<
 /// What a backend saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: http::Method,
     pub uri: http::Uri,
     pub version: http::Version,
     pub headers: HeaderMap,
@@ -89,6 +90,7 @@ impl Backend {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         recorded.lock().expect("test mutex").push(Seen {
+                            method: req.method().clone(),
                             uri: req.uri().clone(),
                             version: req.version(),
                             headers: req.headers().clone(),
