@@ -75,6 +75,7 @@ impl App {
                 tracing::error!(%error, "admin listener failed");
             }
         });
+        tokio::spawn(prune_store(runtime.clone(), shutdown.clone()));
         // The configuration is loaded and the store was reached.
         runtime.set_ready();
         tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "strangler is serving");
@@ -105,6 +106,38 @@ impl App {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.wait().await;
+    }
+}
+
+/// How often old samples and aggregates are deleted.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Keeps the store within `store.retention` and `store.max_bytes`.
+async fn prune_store(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let config = runtime.snapshot.load().config.clone();
+        match runtime
+            .store
+            .store()
+            .prune(config.store.retention, config.store.max_bytes)
+            .await
+        {
+            Ok(stats) if stats.samples + stats.aggregates > 0 => {
+                tracing::info!(
+                    samples = stats.samples,
+                    aggregates = stats.aggregates,
+                    bytes = stats.bytes_after,
+                    "store pruned"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not prune the store"),
+        }
     }
 }
 

@@ -367,16 +367,30 @@ async fn diffs(
         ));
         for d in diff["differences"].as_array().into_iter().flatten() {
             out.push_str(&format!(
-                "  {:<8} {:<40} {:<22} legacy: {}  candidate: {}\n",
+                "  {:<8} {} {:<22} legacy: {}  candidate: {}\n",
                 d["kind"].as_str().unwrap_or("?"),
-                d["path"].as_str().unwrap_or("?"),
+                paint(BOLD, &format!("{:<40}", d["path"].as_str().unwrap_or("?"))),
                 d["change"].as_str().unwrap_or("?"),
-                short(&d["legacy"]),
-                short(&d["candidate"]),
+                paint(RED, &short(&d["legacy"])),
+                paint(GREEN, &short(&d["candidate"])),
             ));
         }
     }
     Ok(out.trim_end().to_string())
+}
+
+const BOLD: &str = "\x1b[1m";
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+
+/// Colours `text` when stdout is a terminal (and `NO_COLOR` is unset).
+fn paint(colour: &str, text: &str) -> String {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        format!("{colour}{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }
 
 /// A JSON value on one line, cut to a readable length.

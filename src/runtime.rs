@@ -183,6 +183,7 @@ impl Runtime {
                 route.control.accepted.store(Arc::new(compiled));
             }
         }
+        let store = StoreHandle::start(store, metrics.store_dropped.clone());
         let runtime = Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -190,7 +191,7 @@ impl Runtime {
             write_lock: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             shadow_budget,
-            store: StoreHandle::start(store),
+            store,
             instance_id,
             started_at: SystemTime::now(),
         });

@@ -236,8 +236,9 @@ async fn a_candidate_that_never_answers_is_never_felt_and_never_looks_good() {
         .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let route = route_until(&proxy, "items", |r| r["shadow"]["match_rate"] == 0.0).await;
+    let route = route_until(&proxy, "items", |r| r["shadow"]["dropped"] == 3).await;
     assert_eq!(route["shadow"]["compared"], 0);
+    assert_eq!(route["shadow"]["match_rate"], 0.0);
     let text = metrics(&proxy).await;
     assert!(
         text.contains(r#"strangler_shadow_dropped_total{route="items",reason="timeout"} 3"#),
@@ -597,4 +598,269 @@ async fn replay_exits_3_on_differences_and_0_once_fixed() {
         String::from_utf8_lossy(&via_admin.stderr)
     );
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_candidate_answers_after_the_client_already_has_its_response() {
+    let legacy = json_backend(10, false).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let slow = Backend::start(move |_req| {
+        let gate = gate.clone();
+        async move {
+            // Answers only once the test says so (after the client got its answer).
+            gate.notified().await;
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full(r#"{"id": "1", "name": "widget", "price": 10}"#))
+                .unwrap()
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config(
+        legacy.addr,
+        slow.addr,
+        "shadow",
+        "timeout = \"30s\"",
+    ))
+    .await;
+    let response = client().get(proxy.url("/items/1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["price"], 10);
+    // The client is done and the candidate has not answered yet.
+    let before = route_until(&proxy, "items", |_| true).await;
+    assert_eq!(before["shadow"]["compared"], 0);
+    assert_eq!(slow.count(), 1, "the mirror is waiting on the candidate");
+    release.notify_one();
+    route_until(&proxy, "items", |r| r["shadow"]["matched"] == 1).await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_50_mb_response_is_compared_by_hash_while_it_streams() {
+    const SIZE: usize = 50 * 1024 * 1024;
+    let streaming = |fill: u8| async move {
+        Backend::start(move |_req| async move {
+            use http_body_util::BodyExt;
+            let chunk = bytes::Bytes::from(vec![fill; 64 * 1024]);
+            let frames = (0..SIZE / chunk.len())
+                .map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone())));
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+                .map_err(|e| Box::new(e) as _)
+                .boxed();
+            Response::new(body)
+        })
+        .await
+    };
+    let legacy = streaming(b'x').await;
+    let candidate = streaming(b'x').await;
+    let proxy = Proxy::start(&config(
+        legacy.addr,
+        candidate.addr,
+        "shadow",
+        "timeout = \"60s\"",
+    ))
+    .await;
+    let body = client()
+        .get(proxy.url("/items/big"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), SIZE);
+    route_until(&proxy, "items", |r| r["shadow"]["matched"] == 1).await;
+    proxy.stop().await;
+}
+
+fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+async fn gzip_backend(body: Vec<u8>) -> Backend {
+    Backend::start(move |_req| {
+        let body = body.clone();
+        async move {
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(full(body))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_compared_decoded() {
+    let doc = br#"{"id": 1, "items": [1, 2, 3], "total": 6}"#;
+    let legacy = gzip_backend(gzip(doc, 9)).await;
+    let same = gzip_backend(gzip(doc, 1)).await;
+    let different = gzip_backend(gzip(br#"{"id": 1, "items": [1, 2, 3], "total": 7}"#, 6)).await;
+    let proxy = Proxy::start(&config(legacy.addr, same.addr, "shadow", "")).await;
+    client().get(proxy.url("/items/1")).send().await.unwrap();
+    route_until(&proxy, "items", |r| r["shadow"]["matched"] == 1).await;
+    proxy.stop().await;
+
+    let proxy = Proxy::start(&config(legacy.addr, different.addr, "shadow", "")).await;
+    client().get(proxy.url("/items/1")).send().await.unwrap();
+    let route = route_until(&proxy, "items", |r| r["shadow"]["mismatched"] == 1).await;
+    let fields = &route["endpoints"][0]["fields"];
+    assert_eq!(fields[0]["path"], "$.total", "{route:#}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_not_expanded() {
+    // 64 MiB of zeros compress to about 64 KiB; the buffer is 1 MiB.
+    let zeros = vec![0u8; 64 * 1024 * 1024];
+    let bomb = gzip(&zeros, 9);
+    let mut other = zeros;
+    other[0] = 1;
+    let other_bomb = gzip(&other, 9);
+    drop(other);
+    let legacy = gzip_backend(bomb).await;
+    let candidate = gzip_backend(other_bomb).await;
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow", "")).await;
+    client().get(proxy.url("/items/1")).send().await.unwrap();
+    route_until(&proxy, "items", |r| r["shadow"]["mismatched"] == 1).await;
+    let mut diffs = Value::Null;
+    for _ in 0..100 {
+        diffs = client()
+            .get(proxy.admin_url("/api/routes/items/diffs"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if diffs.as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = diffs[0]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "body")
+        .cloned()
+        .unwrap();
+    let legacy_value = body["legacy"].as_str().unwrap();
+    assert!(legacy_value.contains("not decoded"), "{legacy_value}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn shadow_memory_bounds_buffered_bodies_whatever_the_candidate_does() {
+    let legacy = json_backend(10, false).await;
+    let stuck = Backend::start(|_req| async {
+        std::future::pending::<()>().await;
+        Response::new(full(""))
+    })
+    .await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshadow_memory = \"64KiB\"\n{}",
+        config(
+            legacy.addr,
+            stuck.addr,
+            "shadow",
+            "methods = [\"POST\"]\nallow_writes = true\ntimeout = \"30s\""
+        )
+    );
+    let proxy = Proxy::start(&toml).await;
+    let http = client();
+    for i in 0..10 {
+        let response = http
+            .post(proxy.url(&format!("/items/{i}")))
+            .body(vec![b'a'; 20 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let text = metrics(&proxy).await;
+    let dropped: u64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"strangler_shadow_dropped_total{route="items",reason="memory"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    // 64 KiB hold at most three 20 KiB bodies: the rest are dropped.
+    assert!(dropped >= 7, "{text}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn endpoint_templates_are_capped_at_max_endpoints() {
+    let legacy = json_backend(10, false).await;
+    let candidate = json_backend(10, false).await;
+    let toml = config(legacy.addr, candidate.addr, "shadow", "").replace(
+        "stage = \"shadow\"",
+        "stage = \"shadow\"\nmax_endpoints = 20",
+    );
+    let proxy = Proxy::start(&toml).await;
+    let http = client();
+    for i in 0..100u32 {
+        let slug: String = format!("{i:03}")
+            .bytes()
+            .map(|d| char::from(b'a' + (d - b'0')))
+            .collect();
+        http.get(proxy.url(&format!("/items/post-{slug}/detail")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let route = route_until(&proxy, "items", |r| r["shadow"]["compared"] == 100).await;
+    let endpoints = route["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 21, "20 templates and {{other}}");
+    assert!(endpoints.iter().any(|e| e["endpoint"] == "{other}"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_sent_by_the_client_is_nowhere_in_the_database_file() {
+    let legacy = json_backend(10, false).await;
+    let candidate = json_backend(11, false).await;
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow", "")).await;
+    let secret = "SECRET-TOKEN-8d1f0c";
+    client()
+        .get(proxy.url(&format!("/items/1?access_token={secret}")))
+        .header("authorization", format!("Bearer {secret}"))
+        .header("cookie", format!("session={secret}"))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let diffs: Value = client()
+            .get(proxy.admin_url("/api/routes/items/diffs"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if diffs.as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db = proxy.config_path.with_file_name("strangler.db");
+    // Stop the proxy but keep its folder (and database) until read.
+    let mut proxy = proxy;
+    proxy.app.take().unwrap().stop().await;
+    let mut bytes = std::fs::read(&db).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        if let Ok(more) = std::fs::read(format!("{}{suffix}", db.display())) {
+            bytes.extend(more);
+        }
+    }
+    assert!(bytes.len() > 4096, "the database holds the sample");
+    assert!(
+        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret reached the database file"
+    );
 }

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::AdminState;
+use crate::compare::FieldRate;
 use crate::rollout::state::Command;
-use crate::rollout::window::{ShadowSummary, SideSummary};
+use crate::rollout::window::{EndpointShadow, ShadowSummary, SideSummary};
 use crate::runtime::{RouteRuntime, Runtime};
 use crate::store::EventRow;
 
@@ -36,6 +37,35 @@ pub struct RouteDetail {
     /// Gates arrive with the rollout controller; none are judged yet.
     pub gates: Vec<serde_json::Value>,
     pub blocked_by: Option<String>,
+    /// Shadow counters per endpoint template, with the fields that differ most.
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// One endpoint template of a route's shadow window.
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    pub endpoint: String,
+    #[serde(flatten)]
+    pub counts: EndpointShadow,
+    pub match_rate: Option<f64>,
+    /// "`$.total` differs in 3.2% of GET /orders/{id}", most frequent first.
+    pub fields: Vec<FieldRate>,
+}
+
+fn endpoint_views(route: &RouteRuntime) -> Vec<EndpointView> {
+    let window = route.control.window.load();
+    let noise = route.control.noise();
+    window
+        .shadow
+        .endpoints()
+        .into_iter()
+        .map(|(endpoint, counts)| EndpointView {
+            fields: noise.fields(&endpoint, 10),
+            match_rate: counts.match_rate(),
+            endpoint: endpoint.to_string(),
+            counts,
+        })
+        .collect()
 }
 
 fn route_view(route: &RouteRuntime) -> RouteView {
@@ -61,6 +91,7 @@ fn detail(runtime: &Runtime, name: &str) -> Result<Json<RouteDetail>, ApiError> 
         route: route_view(route),
         gates: Vec::new(),
         blocked_by: None,
+        endpoints: endpoint_views(route),
     }))
 }
 

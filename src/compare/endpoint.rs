@@ -238,6 +238,22 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_slugs_stay_within_max_endpoints() {
+        let t = EndpointTemplates::new(&[], 200);
+        let mut distinct = std::collections::HashSet::new();
+        for i in 0..10_000u32 {
+            // Letters only: a slug is not an id, so each is a new template.
+            let slug: String = format!("{i:05}")
+                .bytes()
+                .map(|d| char::from(b'a' + (d - b'0')))
+                .collect();
+            distinct.insert(t.template("GET", &format!("/articles/post-{slug}")));
+        }
+        assert_eq!(distinct.len(), 201, "200 templates, then {OTHER}");
+        assert!(distinct.iter().any(|t| &**t == OTHER));
+    }
+
+    #[test]
     fn templates_are_shared_across_threads() {
         let t = Arc::new(EndpointTemplates::new(&[], 10));
         let handles: Vec<_> = (0..4)

@@ -33,7 +33,7 @@ use crate::config::CompareConfig;
 pub use accept::Accepted;
 pub use body::{decode_body, is_json_content_type, text_diff, DecodeError};
 pub use endpoint::{EndpointTemplates, OTHER as OTHER_ENDPOINT};
-pub use noise::{LearnedNoise, NoiseModel, MIN_LEGACY_PAIRS};
+pub use noise::{FieldRate, LearnedNoise, NoiseModel, MIN_LEGACY_PAIRS};
 pub use path::normalize_path;
 pub use redact::{Redactor, REDACTED};
 
@@ -254,5 +254,7 @@ pub fn classify(
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -48,6 +48,20 @@ pub struct LearnedNoise {
     pub samples: u64,
 }
 
+/// How often one path differs between legacy and the candidate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldRate {
+    pub kind: DiffKind,
+    /// Normalized: `$.items[*].price`, or a header name.
+    pub path: String,
+    /// Comparisons that differed there.
+    pub differs: u64,
+    /// `differs` over the endpoint's comparisons.
+    pub rate: f64,
+    /// Whether it is currently learned as noise.
+    pub noise: bool,
+}
+
 /// Difference counts at one path.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
@@ -157,6 +171,30 @@ impl NoiseModel {
             .map_or((0, 0), |e| (e.legacy_pairs, e.comparisons))
     }
 
+    /// How often each path differs between legacy and the candidate at
+    /// one endpoint ("`$.total` differs in 3.2% of GET /orders/{id}"),
+    /// most frequent first, at most `limit` paths.
+    pub fn fields(&self, endpoint: &str, limit: usize) -> Vec<FieldRate> {
+        let Some(e) = self.endpoints.get(endpoint) else {
+            return Vec::new();
+        };
+        let mut out: Vec<FieldRate> = e
+            .paths
+            .iter()
+            .filter(|(_, c)| c.candidate > 0)
+            .map(|((kind, path), c)| FieldRate {
+                kind: *kind,
+                path: path.clone(),
+                differs: c.candidate,
+                rate: ratio(c.candidate, e.comparisons),
+                noise: e.noisy(*c),
+            })
+            .collect();
+        out.sort_by(|a, b| b.differs.cmp(&a.differs).then_with(|| a.path.cmp(&b.path)));
+        out.truncate(limit);
+        out
+    }
+
     /// Differences not tracked because of the memory caps.
     pub fn untracked(&self) -> u64 {
         self.untracked_endpoints + self.endpoints.values().map(|e| e.untracked).sum::<u64>()
@@ -223,6 +261,32 @@ mod tests {
             m.record_legacy_pair(EP, &diffs);
         }
         m
+    }
+
+    #[test]
+    fn field_rates_rank_the_most_frequent_differences() {
+        let mut m = NoiseModel::new();
+        for i in 0..10 {
+            let mut diffs = vec![body("$.total")];
+            if i < 3 {
+                diffs.push(body("$.items[2].price"));
+            }
+            if i == 0 {
+                diffs.push(body("$.items[5].price"));
+            }
+            m.record_comparison(EP, &diffs);
+        }
+        let fields = m.fields(EP, 10);
+        assert_eq!(fields.len(), 2, "indices are folded into [*]: {fields:?}");
+        assert_eq!(
+            (fields[0].path.as_str(), fields[0].differs, fields[0].rate),
+            ("$.total", 10, 1.0)
+        );
+        assert_eq!(
+            (fields[1].path.as_str(), fields[1].differs),
+            ("$.items[*].price", 3)
+        );
+        assert!(m.fields("GET /nothing", 10).is_empty());
     }
 
     #[test]

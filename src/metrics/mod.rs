@@ -106,6 +106,8 @@ pub struct Metrics {
     pub route_weight: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub route_stage: Family<RouteStageLabels, Gauge>,
     pub transitions: Family<TransitionLabels, Counter>,
+    /// Kept exchanges dropped because the store writer was behind.
+    pub store_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -129,6 +131,7 @@ impl Metrics {
         let route_weight = Family::default();
         let route_stage = Family::default();
         let transitions = Family::default();
+        let store_dropped = Counter::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register("strangler_requests", "Client requests", requests.clone());
         registry.register(
@@ -176,7 +179,13 @@ impl Metrics {
             "Rollout transitions",
             transitions.clone(),
         );
+        registry.register(
+            "strangler_store_dropped",
+            "Shadow exchanges not stored because the store writer was behind",
+            store_dropped.clone(),
+        );
         Metrics {
+            store_dropped,
             registry,
             requests,
             request_duration,

@@ -242,7 +242,7 @@ fn shadow_request(
     ) {
         Plan::Off => return (UpstreamBody::Streamed { body }, None),
         Plan::Dropped(reason) => {
-            shadow::count_drop(&runtime.metrics, &route.name, reason);
+            shadow::count_drop(&runtime.metrics, route, reason);
             return (UpstreamBody::Streamed { body }, None);
         }
         Plan::Mirror {

@@ -80,13 +80,13 @@ impl MirrorJob {
             BodySource::Pending(rx) => match rx.await {
                 Ok(Ok(copy)) => (copy.body, Some(copy.reservation)),
                 Ok(Err(CopyFailure::TooLarge)) => {
-                    return count_drop(metrics, &route.name, DropReason::TooLarge)
+                    return count_drop(metrics, route, DropReason::TooLarge)
                 }
                 Ok(Err(CopyFailure::Memory)) => {
-                    return count_drop(metrics, &route.name, DropReason::Memory)
+                    return count_drop(metrics, route, DropReason::Memory)
                 }
                 Ok(Err(CopyFailure::Broken)) | Err(_) => {
-                    return count_drop(metrics, &route.name, DropReason::PrimaryFailed);
+                    return count_drop(metrics, route, DropReason::PrimaryFailed);
                 }
             },
         };
@@ -123,14 +123,12 @@ impl MirrorJob {
 
         // The primary's answer, complete with its body.
         let Ok(answer) = primary.await else {
-            return count_drop(metrics, &route.name, DropReason::PrimaryFailed);
+            return count_drop(metrics, route, DropReason::PrimaryFailed);
         };
         let primary_copy = match answer.body.await {
             Ok(Ok(copy)) => copy,
-            Ok(Err(CopyFailure::Memory)) => {
-                return count_drop(metrics, &route.name, DropReason::Memory)
-            }
-            _ => return count_drop(metrics, &route.name, DropReason::PrimaryFailed),
+            Ok(Err(CopyFailure::Memory)) => return count_drop(metrics, route, DropReason::Memory),
+            _ => return count_drop(metrics, route, DropReason::PrimaryFailed),
         };
         let primary = Captured {
             status: answer.status.as_u16(),
@@ -146,8 +144,8 @@ impl MirrorJob {
                 // A candidate that never answers must never look good.
                 window.shadow.record_failure(&self.endpoint);
                 match failure {
-                    MirrorFailure::Timeout => count_drop(metrics, &route.name, DropReason::Timeout),
-                    MirrorFailure::Memory => count_drop(metrics, &route.name, DropReason::Memory),
+                    MirrorFailure::Timeout => count_drop(metrics, route, DropReason::Timeout),
+                    MirrorFailure::Memory => count_drop(metrics, route, DropReason::Memory),
                     MirrorFailure::Transport => count_result(&self.runtime, route, "error"),
                 }
                 return;

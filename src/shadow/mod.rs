@@ -25,10 +25,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::compare::{EndpointTemplates, Rules};
 use crate::config::{RouteConfig, Stage};
-use crate::metrics::{Metrics, Name, ShadowDropLabels};
+use crate::metrics::{Metrics, ShadowDropLabels};
 use crate::proxy::upstream::Upstream;
 use crate::rollout::state::{RolloutState, RouteStatus};
 use crate::rollout::window::Side;
+use crate::runtime::RouteRuntime;
 
 /// Why a mirror ended without a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,13 +172,21 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Counts a mirror that ended without a comparison.
-pub fn count_drop(metrics: &Metrics, route: &Name, reason: DropReason) {
+/// Counts a mirror that ended without a comparison, in the metrics and in
+/// the route's window.
+pub fn count_drop(metrics: &Metrics, route: &RouteRuntime, reason: DropReason) {
     metrics
         .shadow_dropped
         .get_or_create(&ShadowDropLabels {
-            route: route.clone(),
+            route: route.name.clone(),
             reason: reason.as_str(),
         })
         .inc();
+    route
+        .control
+        .window
+        .load()
+        .shadow
+        .dropped
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }

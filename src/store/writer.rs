@@ -8,36 +8,46 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use super::{SampleRow, Store};
 
 /// Exchanges waiting to be written; beyond this they are dropped.
 const QUEUE: usize = 1024;
+/// Exchanges taken from the queue at once.
+const BATCH: usize = 64;
 
 /// A handle to the store plus its background sample writer.
 pub struct StoreHandle {
     store: Arc<dyn Store>,
     samples: mpsc::Sender<(SampleRow, u32)>,
-    dropped: AtomicU64,
+    dropped: Counter,
+    dropped_total: AtomicU64,
 }
 
 impl StoreHandle {
     /// Starts the writer task; it ends when the handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> Arc<StoreHandle> {
+    /// `dropped` counts exchanges the queue had no room for.
+    pub fn start(store: Arc<dyn Store>, dropped: Counter) -> Arc<StoreHandle> {
         let (tx, mut rx) = mpsc::channel::<(SampleRow, u32)>(QUEUE);
         let writer = store.clone();
         tokio::spawn(async move {
-            while let Some((sample, max)) = rx.recv().await {
-                if let Err(error) = writer.insert_sample(&sample, max).await {
-                    tracing::warn!(%error, route = %sample.route, "could not keep a shadow exchange");
+            // Take whatever has queued up at once: one wake-up per batch.
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                for (sample, max) in batch.drain(..) {
+                    if let Err(error) = writer.insert_sample(&sample, max).await {
+                        tracing::warn!(%error, route = %sample.route, "could not keep a shadow exchange");
+                    }
                 }
             }
         });
         Arc::new(StoreHandle {
             store,
             samples: tx,
-            dropped: AtomicU64::new(0),
+            dropped,
+            dropped_total: AtomicU64::new(0),
         })
     }
 
@@ -49,7 +59,8 @@ impl StoreHandle {
     /// and kind, newest win); drops it when the queue is full.
     pub fn keep_sample(&self, sample: SampleRow, max_per_endpoint: u32) {
         if self.samples.try_send((sample, max_per_endpoint)).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            self.dropped.inc();
+            let dropped = self.dropped_total.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(
                     dropped,
@@ -61,6 +72,6 @@ impl StoreHandle {
 
     /// Exchanges dropped because the writer was behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped_total.load(Ordering::Relaxed)
     }
 }
