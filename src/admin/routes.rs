@@ -71,13 +71,14 @@ fn endpoint_views(route: &RouteRuntime) -> Vec<EndpointView> {
 fn route_view(route: &RouteRuntime) -> RouteView {
     let status = route.control.status.load();
     let window = route.control.window.load();
+    let stage = window.stage();
     RouteView {
         name: route.config.name.clone(),
         stage: status.stage.as_str(),
         weight: status.weight,
         state: status.state.as_str(),
-        legacy: window.legacy.summary(),
-        candidate: window.candidate.summary(),
+        legacy: SideSummary::from(&stage.legacy),
+        candidate: SideSummary::from(&stage.candidate),
         shadow: window.shadow.summary(),
     }
 }

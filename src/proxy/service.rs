@@ -29,7 +29,7 @@ use crate::metrics::{
     Name, RequestLabels, RouteCodeLabels, RouteUpstreamLabels, UpstreamErrorLabels,
 };
 use crate::rollout::state::RouteStatus;
-use crate::rollout::window::{Side, Window};
+use crate::rollout::window::{Outcome, Side, Window};
 use crate::routing::split;
 use crate::runtime::{Runtime, Snapshot};
 use crate::shadow::mirror::{BodySource, MirrorJob, PrimaryAnswer};
@@ -202,8 +202,15 @@ pub async fn handle(
             upstream: served_by.name.clone(),
         })
         .observe(elapsed.as_secs_f64());
-    if let (Some(window), false) = (&target.window, overridden || upgrade) {
-        window.side(target.side).record(elapsed, error);
+    if let (Some(window), false) = (&target.window, overridden) {
+        let status = response.status();
+        let outcome = Outcome {
+            error: error || grpc_failed(response.headers()),
+            client_error: status.is_client_error(),
+            // Upgrades and event streams are long-lived: no latency.
+            no_latency: upgrade || event_stream,
+        };
+        window.record(target.side, elapsed, outcome);
     }
     tracing::debug!(
         route = %target.route.0, side = target.side.as_str(), upstream = %served_by.config.name,
@@ -521,6 +528,13 @@ async fn send(
             Err(failure)
         }
     }
+}
+
+/// A gRPC answer whose `grpc-status` (trailers-only, in the headers) is not 0.
+fn grpc_failed(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() != b"0")
 }
 
 fn is_idempotent(method: &Method) -> bool {

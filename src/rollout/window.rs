@@ -1,17 +1,29 @@
-//! Per-route, per-side counters of the current stage's window.
+//! The counters a route's gates are judged on (SPEC §3).
 //!
-//! Recording is on the request path, so counters are atomics; latencies go
-//! into an HDR histogram (3 significant digits, 1 µs … 1 h) behind a
-//! short, uncontended mutex. A window is replaced, not cleared, when the
-//! route changes stage, so a reader never sees half-reset numbers.
+//! A [`Window`] belongs to one stage of one route: every transition opens a
+//! new, empty one (it is replaced, never cleared, so a reader never sees
+//! half-reset numbers). It keeps two views of the same traffic:
+//! - the **stage totals**, everything since the stage began minus its
+//!   `warmup`, on which promotion is judged;
+//! - a ring of one-second buckets covering the last `rollback_window`, on
+//!   which rollback is judged.
+//!
+//! Counts are exact (atomics or integers), not decayed averages, as in
+//! linkerd's success-rate window: a gate's Wilson interval needs the real
+//! number of trials. Latencies go into HDR histograms (a real histogram,
+//! not sorted samples) behind short, uncontended std mutexes: they are held
+//! for a few instructions and never across an await.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 /// Which upstream of a route served a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,23 +41,124 @@ impl Side {
     }
 }
 
-/// Counters of one side.
-pub struct SideWindow {
+/// How one live request ended, as the gates see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// 5xx, transport error, timeout, fallback, non-zero `grpc-status`.
+    pub error: bool,
+    /// 4xx (for `max_4xx_rate_increase`).
+    pub client_error: bool,
+    /// Left out of latency (upgrades, event streams).
+    pub no_latency: bool,
+}
+
+/// The longest rollback window kept in one-second buckets.
+const MAX_RING_SECONDS: u64 = 3600;
+/// Most endpoint templates tracked per window (`max_endpoints` already
+/// bounds them; this guards memory whatever the configuration says).
+const MAX_TRACKED_ENDPOINTS: usize = 10_000;
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs … 1 h at 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// === impl SideCounts ===
+
+/// Stage totals of one side.
+pub struct SideCounts {
     requests: AtomicU64,
     errors: AtomicU64,
+    client_errors: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
 }
 
-impl Default for SideWindow {
+impl Default for SideCounts {
     fn default() -> Self {
-        SideWindow {
+        SideCounts {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            latency_us: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                    .expect("static histogram bounds are valid"),
-            ),
+            client_errors: AtomicU64::new(0),
+            latency_us: Mutex::new(new_histogram()),
         }
+    }
+}
+
+impl SideCounts {
+    fn record(&self, latency: Duration, outcome: Outcome) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if outcome.error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome.client_error {
+            self.client_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if !outcome.no_latency {
+            lock(&self.latency_us).saturating_record(micros(latency));
+        }
+    }
+
+    fn stats(&self) -> SideStats {
+        SideStats::from_parts(
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            self.client_errors.load(Ordering::Relaxed),
+            &lock(&self.latency_us),
+        )
+    }
+}
+
+/// Counts and latency of one side over some span.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SideStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub client_errors: u64,
+    /// Requests with a latency (upgrades and event streams have none).
+    pub latency_samples: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl SideStats {
+    fn from_parts(
+        requests: u64,
+        errors: u64,
+        client_errors: u64,
+        latency: &Histogram<u64>,
+    ) -> Self {
+        let (p50_ms, p99_ms) = if latency.is_empty() {
+            (None, None)
+        } else {
+            (
+                Some(latency.value_at_quantile(0.5) as f64 / 1000.0),
+                Some(latency.value_at_quantile(0.99) as f64 / 1000.0),
+            )
+        };
+        SideStats {
+            requests,
+            errors,
+            client_errors,
+            latency_samples: latency.len(),
+            p50_ms,
+            p99_ms,
+        }
+    }
+
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
     }
 }
 
@@ -59,42 +172,22 @@ pub struct SideSummary {
     pub p99_ms: Option<f64>,
 }
 
-impl SideWindow {
-    pub fn record(&self, latency: Duration, error: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        if let Ok(mut h) = self.latency_us.lock() {
-            h.saturating_record(micros);
-        }
-    }
-
-    pub fn summary(&self) -> SideSummary {
-        let requests = self.requests.load(Ordering::Relaxed);
-        let errors = self.errors.load(Ordering::Relaxed);
-        let (p50, p99) = match self.latency_us.lock() {
-            Ok(h) if !h.is_empty() => (
-                Some(h.value_at_quantile(0.5) as f64 / 1000.0),
-                Some(h.value_at_quantile(0.99) as f64 / 1000.0),
-            ),
-            _ => (None, None),
-        };
+impl From<&SideStats> for SideSummary {
+    fn from(s: &SideStats) -> Self {
         SideSummary {
-            requests,
-            errors,
-            error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
-            p50_ms: p50,
-            p99_ms: p99,
+            requests: s.requests,
+            errors: s.errors,
+            error_rate: s.error_rate(),
+            p50_ms: s.p50_ms,
+            p99_ms: s.p99_ms,
         }
     }
 }
 
-/// Shadow counters of one endpoint template.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+// === impl ShadowCounts ===
+
+/// Shadow counters of one endpoint template (or of a whole route).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct EndpointShadow {
     pub compared: u64,
     pub matched: u64,
@@ -105,30 +198,51 @@ pub struct EndpointShadow {
 }
 
 impl EndpointShadow {
-    /// `(matched + noise) / (compared + failed)`.
+    /// `(matched + noise) / (compared + failed)`: a candidate that never
+    /// answers never passes.
     pub fn match_rate(&self) -> Option<f64> {
-        let denominator = self.compared + self.failed;
-        (denominator > 0).then(|| (self.matched + self.noise) as f64 / denominator as f64)
+        let trials = self.trials();
+        (trials > 0).then(|| self.successes() as f64 / trials as f64)
+    }
+
+    pub fn trials(&self) -> u64 {
+        self.compared + self.failed
+    }
+
+    pub fn successes(&self) -> u64 {
+        self.matched + self.noise
+    }
+
+    fn add_result(&mut self, result: &str) {
+        self.compared += 1;
+        match result {
+            "match" => self.matched += 1,
+            "noise" => self.noise += 1,
+            _ => self.mismatched += 1,
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: &EndpointShadow) {
+        self.compared += other.compared;
+        self.matched += other.matched;
+        self.mismatched += other.mismatched;
+        self.noise += other.noise;
+        self.failed += other.failed;
     }
 }
 
-/// Most endpoint templates tracked per window; `max_endpoints` already
-/// bounds them, this guards memory whatever the configuration says.
-const MAX_TRACKED_ENDPOINTS: usize = 10_000;
-
-/// Shadow comparison counters. Comparisons happen off the request path, so
-/// the per-endpoint map sits behind a mutex.
-#[derive(Default)]
+/// Shadow counters of a stage. Comparisons finish off the request path, so
+/// plain mutexes are fine here.
 pub struct ShadowWindow {
-    pub compared: AtomicU64,
-    pub matched: AtomicU64,
-    pub mismatched: AtomicU64,
-    pub noise: AtomicU64,
+    totals: Mutex<EndpointShadow>,
     pub dropped: AtomicU64,
-    pub failed: AtomicU64,
     endpoints: Mutex<HashMap<Arc<str>, EndpointShadow>>,
+    /// Latency of mirrored candidate requests (for `max_p99` in `shadow`,
+    /// where the candidate has no live traffic).
+    mirror_latency_us: Mutex<Histogram<u64>>,
 }
 
+/// What `GET /api/routes` shows of the shadow.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ShadowSummary {
     pub compared: u64,
@@ -140,33 +254,17 @@ pub struct ShadowSummary {
 }
 
 impl ShadowWindow {
-    /// Records one comparison: `match`, `noise` or `mismatch`.
-    pub fn record_comparison(&self, endpoint: &Arc<str>, result: &str) {
-        self.compared.fetch_add(1, Ordering::Relaxed);
-        let counter = match result {
-            "match" => &self.matched,
-            "noise" => &self.noise,
-            _ => &self.mismatched,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.with_endpoint(endpoint, |e| {
-            e.compared += 1;
-            match result {
-                "match" => e.matched += 1,
-                "noise" => e.noise += 1,
-                _ => e.mismatched += 1,
-            }
-        });
+    fn new() -> Self {
+        ShadowWindow {
+            totals: Mutex::new(EndpointShadow::default()),
+            dropped: AtomicU64::new(0),
+            endpoints: Mutex::new(HashMap::new()),
+            mirror_latency_us: Mutex::new(new_histogram()),
+        }
     }
 
-    /// Records a mirror the candidate never answered.
-    pub fn record_failure(&self, endpoint: &Arc<str>) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        self.with_endpoint(endpoint, |e| e.failed += 1);
-    }
-
-    fn with_endpoint(&self, endpoint: &Arc<str>, update: impl FnOnce(&mut EndpointShadow)) {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+    fn endpoint(&self, endpoint: &Arc<str>, update: impl FnOnce(&mut EndpointShadow)) {
+        let mut endpoints = lock(&self.endpoints);
         if let Some(counts) = endpoints.get_mut(endpoint) {
             update(counts);
         } else if endpoints.len() < MAX_TRACKED_ENDPOINTS {
@@ -178,45 +276,334 @@ impl ShadowWindow {
 
     /// Per-endpoint counters, by template.
     pub fn endpoints(&self) -> Vec<(Arc<str>, EndpointShadow)> {
-        let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<_> = endpoints
+        let mut all: Vec<_> = lock(&self.endpoints)
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), *v))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
+    pub fn totals(&self) -> EndpointShadow {
+        *lock(&self.totals)
+    }
+
     pub fn summary(&self) -> ShadowSummary {
-        let compared = self.compared.load(Ordering::Relaxed);
-        let matched = self.matched.load(Ordering::Relaxed);
-        let noise = self.noise.load(Ordering::Relaxed);
-        let failed = self.failed.load(Ordering::Relaxed);
-        let denominator = compared + failed;
+        let t = self.totals();
         ShadowSummary {
-            compared,
-            matched,
-            mismatched: self.mismatched.load(Ordering::Relaxed),
-            noise,
+            compared: t.compared,
+            matched: t.matched,
+            mismatched: t.mismatched,
+            noise: t.noise,
             dropped: self.dropped.load(Ordering::Relaxed),
-            match_rate: (denominator > 0).then(|| (matched + noise) as f64 / denominator as f64),
+            match_rate: t.match_rate(),
+        }
+    }
+
+    /// p99 of mirrored candidate requests, with the number of samples.
+    pub fn mirror_p99(&self) -> (u64, Option<f64>) {
+        let h = lock(&self.mirror_latency_us);
+        let p99 = (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0);
+        (h.len(), p99)
+    }
+}
+
+// === impl Window ===
+
+/// One second of traffic, for the rollback window.
+struct Bucket {
+    second: u64,
+    legacy: Tally,
+    candidate: Tally,
+    shadow: EndpointShadow,
+}
+
+/// Counts of one side in one bucket.
+struct Tally {
+    requests: u64,
+    errors: u64,
+    client_errors: u64,
+    latency_us: Option<Histogram<u64>>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            requests: 0,
+            errors: 0,
+            client_errors: 0,
+            latency_us: None,
+        }
+    }
+
+    fn record(&mut self, latency: Duration, outcome: Outcome) {
+        self.requests += 1;
+        self.errors += u64::from(outcome.error);
+        self.client_errors += u64::from(outcome.client_error);
+        if !outcome.no_latency {
+            self.latency_us
+                .get_or_insert_with(new_histogram)
+                .saturating_record(micros(latency));
         }
     }
 }
 
-/// The window of one route's current stage.
-#[derive(Default)]
+/// The stage's window of one route.
 pub struct Window {
-    pub legacy: SideWindow,
-    pub candidate: SideWindow,
+    opened_at: Instant,
+    /// Wall-clock opening time (ms since the epoch), for the API and the store.
+    pub opened_at_ms: i64,
+    warmup: Duration,
+    ring_seconds: u64,
+    pub legacy: SideCounts,
+    pub candidate: SideCounts,
     pub shadow: ShadowWindow,
+    recent: Mutex<VecDeque<Bucket>>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::open(
+            Duration::ZERO,
+            Duration::from_secs(30),
+            crate::runtime::now_ms(),
+        )
+    }
+}
+
+/// The counts over some span of a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowStats {
+    pub legacy: SideStats,
+    pub candidate: SideStats,
+    pub shadow: EndpointShadow,
 }
 
 impl Window {
-    pub fn side(&self, side: Side) -> &SideWindow {
+    /// A new, empty window opened now. `rollback_window` sizes the ring.
+    pub fn open(warmup: Duration, rollback_window: Duration, opened_at_ms: i64) -> Window {
+        Window {
+            opened_at: Instant::now(),
+            opened_at_ms,
+            warmup,
+            ring_seconds: rollback_window.as_secs().clamp(1, MAX_RING_SECONDS),
+            legacy: SideCounts::default(),
+            candidate: SideCounts::default(),
+            shadow: ShadowWindow::new(),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// How long the stage has lasted.
+    pub fn age(&self) -> Duration {
+        self.opened_at.elapsed()
+    }
+
+    /// Whether the stage is still warming up (nothing is counted then).
+    pub fn warming_up(&self) -> bool {
+        self.age() < self.warmup
+    }
+
+    pub fn side(&self, side: Side) -> &SideCounts {
         match side {
             Side::Legacy => &self.legacy,
             Side::Candidate => &self.candidate,
+        }
+    }
+
+    /// The current one-second bucket, created (and the oldest dropped) as
+    /// time moves on.
+    fn with_bucket(&self, update: impl FnOnce(&mut Bucket)) {
+        let second = self.opened_at.elapsed().as_secs();
+        let mut ring = lock(&self.recent);
+        if ring.back().is_none_or(|b| b.second != second) {
+            ring.push_back(Bucket {
+                second,
+                legacy: Tally::new(),
+                candidate: Tally::new(),
+                shadow: EndpointShadow::default(),
+            });
+            while ring
+                .front()
+                .is_some_and(|b| b.second + self.ring_seconds <= second)
+            {
+                ring.pop_front();
+            }
+        }
+        if let Some(bucket) = ring.back_mut() {
+            update(bucket);
+        }
+    }
+
+    /// Records one live request.
+    pub fn record(&self, side: Side, latency: Duration, outcome: Outcome) {
+        if self.warming_up() {
+            return;
+        }
+        self.side(side).record(latency, outcome);
+        self.with_bucket(|b| match side {
+            Side::Legacy => b.legacy.record(latency, outcome),
+            Side::Candidate => b.candidate.record(latency, outcome),
+        });
+    }
+
+    /// Records one comparison: `match`, `noise` or `mismatch`.
+    pub fn record_comparison(&self, endpoint: &Arc<str>, result: &str) {
+        if self.warming_up() {
+            return;
+        }
+        lock(&self.shadow.totals).add_result(result);
+        self.shadow.endpoint(endpoint, |e| e.add_result(result));
+        self.with_bucket(|b| b.shadow.add_result(result));
+    }
+
+    /// Records a mirror the candidate never answered.
+    pub fn record_failure(&self, endpoint: &Arc<str>) {
+        if self.warming_up() {
+            return;
+        }
+        lock(&self.shadow.totals).failed += 1;
+        self.shadow.endpoint(endpoint, |e| e.failed += 1);
+        self.with_bucket(|b| b.shadow.failed += 1);
+    }
+
+    /// Records the latency of a mirrored candidate request.
+    pub fn record_mirror_latency(&self, latency: Duration) {
+        if !self.warming_up() {
+            lock(&self.shadow.mirror_latency_us).saturating_record(micros(latency));
+        }
+    }
+
+    /// Everything since the stage began (minus warmup): promotion's view.
+    pub fn stage(&self) -> WindowStats {
+        WindowStats {
+            legacy: self.legacy.stats(),
+            candidate: self.candidate.stats(),
+            shadow: self.shadow.totals(),
+        }
+    }
+
+    /// The last `span` (at most the ring's length): rollback's view.
+    pub fn recent(&self, span: Duration) -> WindowStats {
+        let now = self.opened_at.elapsed().as_secs();
+        let span = span.as_secs().clamp(1, self.ring_seconds);
+        let ring = lock(&self.recent);
+        let mut legacy = (0, 0, 0, new_histogram());
+        let mut candidate = (0, 0, 0, new_histogram());
+        let mut shadow = EndpointShadow::default();
+        for bucket in ring.iter().filter(|b| b.second + span > now) {
+            for (sum, tally) in [
+                (&mut legacy, &bucket.legacy),
+                (&mut candidate, &bucket.candidate),
+            ] {
+                sum.0 += tally.requests;
+                sum.1 += tally.errors;
+                sum.2 += tally.client_errors;
+                if let Some(h) = &tally.latency_us {
+                    let _ = sum.3.add(h);
+                }
+            }
+            shadow.merge(&bucket.shadow);
+        }
+        WindowStats {
+            legacy: SideStats::from_parts(legacy.0, legacy.1, legacy.2, &legacy.3),
+            candidate: SideStats::from_parts(candidate.0, candidate.1, candidate.2, &candidate.3),
+            shadow,
+        }
+    }
+
+    /// The stage totals in a form the store keeps, so they survive a restart.
+    pub fn persisted(&self) -> PersistedWindow {
+        PersistedWindow {
+            opened_at_ms: self.opened_at_ms,
+            legacy: PersistedSide::of(&self.legacy),
+            candidate: PersistedSide::of(&self.candidate),
+            shadow: self.shadow.totals(),
+            dropped: self.shadow.dropped.load(Ordering::Relaxed),
+            endpoints: self
+                .shadow
+                .endpoints()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+
+    /// A window restored from the store: its totals and its age.
+    pub fn restore(
+        saved: &PersistedWindow,
+        warmup: Duration,
+        rollback_window: Duration,
+        now_ms: i64,
+    ) -> Window {
+        let mut window = Window::open(warmup, rollback_window, saved.opened_at_ms);
+        let age = Duration::from_millis(u64::try_from(now_ms - saved.opened_at_ms).unwrap_or(0));
+        window.opened_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        saved.legacy.restore_into(&window.legacy);
+        saved.candidate.restore_into(&window.candidate);
+        *lock(&window.shadow.totals) = saved.shadow;
+        window
+            .shadow
+            .dropped
+            .store(saved.dropped, Ordering::Relaxed);
+        let mut endpoints = lock(&window.shadow.endpoints);
+        for (k, v) in &saved.endpoints {
+            endpoints.insert(Arc::from(k.as_str()), *v);
+        }
+        drop(endpoints);
+        window
+    }
+}
+
+/// Stage totals as stored (`RouteStateRow.window`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PersistedWindow {
+    pub opened_at_ms: i64,
+    pub legacy: PersistedSide,
+    pub candidate: PersistedSide,
+    pub shadow: EndpointShadow,
+    #[serde(default)]
+    pub dropped: u64,
+    #[serde(default)]
+    pub endpoints: Vec<(String, EndpointShadow)>,
+}
+
+/// One side's totals as stored; the histogram in HdrHistogram's V2 format.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PersistedSide {
+    pub requests: u64,
+    pub errors: u64,
+    pub client_errors: u64,
+    pub latency_hdr_base64: String,
+}
+
+impl PersistedSide {
+    fn of(side: &SideCounts) -> Self {
+        let mut encoded = Vec::new();
+        let _ = V2Serializer::new().serialize(&lock(&side.latency_us), &mut encoded);
+        PersistedSide {
+            requests: side.requests.load(Ordering::Relaxed),
+            errors: side.errors.load(Ordering::Relaxed),
+            client_errors: side.client_errors.load(Ordering::Relaxed),
+            latency_hdr_base64: base64::engine::general_purpose::STANDARD.encode(encoded),
+        }
+    }
+
+    fn restore_into(&self, side: &SideCounts) {
+        side.requests.store(self.requests, Ordering::Relaxed);
+        side.errors.store(self.errors, Ordering::Relaxed);
+        side.client_errors
+            .store(self.client_errors, Ordering::Relaxed);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(&self.latency_hdr_base64)
+            .ok()
+            .and_then(|bytes| {
+                Deserializer::new()
+                    .deserialize::<u64, _>(&mut bytes.as_slice())
+                    .ok()
+            });
+        if let Some(histogram) = decoded {
+            let _ = lock(&side.latency_us).add(&histogram);
         }
     }
 }
@@ -225,26 +612,74 @@ impl Window {
 mod tests {
     use super::*;
 
-    #[test]
-    fn summary_counts_errors_and_percentiles() {
-        let w = SideWindow::default();
-        assert_eq!(w.summary().p99_ms, None);
-        for i in 1..=100u64 {
-            w.record(Duration::from_millis(i), i > 98);
-        }
-        let s = w.summary();
-        assert_eq!(s.requests, 100);
-        assert_eq!(s.errors, 2);
-        assert_eq!(s.error_rate, Some(0.02));
-        let p50 = s.p50_ms.unwrap();
-        let p99 = s.p99_ms.unwrap();
-        assert!((49.0..=51.0).contains(&p50), "p50 {p50}");
-        assert!((98.0..=100.0).contains(&p99), "p99 {p99}");
+    fn ok() -> Outcome {
+        Outcome::default()
     }
 
-    #[test]
-    fn match_rate_counts_failures_against_the_candidate() {
-        let w = ShadowWindow::default();
+    fn error() -> Outcome {
+        Outcome {
+            error: true,
+            ..Outcome::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stage_totals_count_everything_and_percentiles_come_from_the_histogram() {
+        let w = Window::open(Duration::ZERO, Duration::from_secs(30), 0);
+        for i in 1..=100u64 {
+            w.record(
+                Side::Candidate,
+                Duration::from_millis(i),
+                if i > 98 { error() } else { ok() },
+            );
+        }
+        let s = w.stage().candidate;
+        assert_eq!((s.requests, s.errors, s.latency_samples), (100, 2, 100));
+        assert_eq!(s.error_rate(), Some(0.02));
+        let (p50, p99) = (s.p50_ms.unwrap(), s.p99_ms.unwrap());
+        assert!((49.0..=51.0).contains(&p50), "p50 {p50}");
+        assert!((98.0..=100.0).contains(&p99), "p99 {p99}");
+        assert_eq!(w.stage().legacy.requests, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn samples_age_out_of_the_rollback_window() {
+        let w = Window::open(Duration::ZERO, Duration::from_secs(10), 0);
+        for _ in 0..5 {
+            w.record(Side::Candidate, Duration::from_millis(1), error());
+        }
+        tokio::time::advance(Duration::from_secs(6)).await;
+        w.record(Side::Candidate, Duration::from_millis(1), ok());
+        assert_eq!(w.recent(Duration::from_secs(10)).candidate.requests, 6);
+        assert_eq!(w.recent(Duration::from_secs(5)).candidate.requests, 1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let recent = w.recent(Duration::from_secs(10)).candidate;
+        assert_eq!(
+            (recent.requests, recent.errors),
+            (1, 0),
+            "the errors aged out"
+        );
+        assert_eq!(
+            w.stage().candidate.requests,
+            6,
+            "the stage keeps everything"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_counts_during_warmup() {
+        let w = Window::open(Duration::from_secs(5), Duration::from_secs(30), 0);
+        w.record(Side::Legacy, Duration::from_millis(1), ok());
+        w.record_comparison(&Arc::from("GET /a"), "mismatch");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        w.record(Side::Legacy, Duration::from_millis(1), ok());
+        assert_eq!(w.stage().legacy.requests, 1);
+        assert_eq!(w.stage().shadow.compared, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn match_rate_counts_failures_against_the_candidate() {
+        let w = Window::open(Duration::ZERO, Duration::from_secs(30), 0);
         let a: Arc<str> = Arc::from("GET /a");
         let b: Arc<str> = Arc::from("GET /b/{id}");
         for _ in 0..6 {
@@ -254,9 +689,30 @@ mod tests {
         w.record_comparison(&b, "noise");
         w.record_failure(&b);
         w.record_failure(&b);
-        assert_eq!(w.summary().match_rate, Some(0.8));
-        let endpoints = w.endpoints();
+        assert_eq!(w.shadow.summary().match_rate, Some(0.8));
+        let endpoints = w.shadow.endpoints();
         assert_eq!(endpoints[0].1.match_rate(), Some(1.0));
         assert_eq!(endpoints[1].1.match_rate(), Some(1.0 / 3.0));
+        assert_eq!(w.recent(Duration::from_secs(30)).shadow.trials(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn persisted_totals_survive_a_round_trip() {
+        let w = Window::open(Duration::ZERO, Duration::from_secs(30), 1_000);
+        for i in 1..=50u64 {
+            w.record(Side::Legacy, Duration::from_millis(i), ok());
+        }
+        w.record(Side::Candidate, Duration::from_millis(7), error());
+        w.record_comparison(&Arc::from("GET /a"), "match");
+        let saved = w.persisted();
+        let json = serde_json::to_value(&saved).unwrap();
+        let back: PersistedWindow = serde_json::from_value(json).unwrap();
+        let restored = Window::restore(&back, Duration::ZERO, Duration::from_secs(30), 61_000);
+        assert_eq!(restored.stage(), w.stage());
+        assert!(
+            restored.age() >= Duration::from_secs(60),
+            "the stage's age is kept"
+        );
+        assert_eq!(restored.shadow.endpoints().len(), 1);
     }
 }

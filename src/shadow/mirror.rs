@@ -113,13 +113,14 @@ impl MirrorJob {
             }
         };
         let (mirrored, noise) = tokio::join!(mirrored, noise);
+        let mirror_elapsed = started.elapsed();
         metrics
             .shadow_duration
             .get_or_create(&RouteUpstreamLabels {
                 route: route.name.clone(),
                 upstream: target.name.clone(),
             })
-            .observe(started.elapsed().as_secs_f64());
+            .observe(mirror_elapsed.as_secs_f64());
 
         // The primary's answer, complete with its body.
         let Ok(answer) = primary.await else {
@@ -138,11 +139,14 @@ impl MirrorJob {
         };
 
         let window = route.control.window.load_full();
+        if self.direction == Direction::ToCandidate && mirrored.is_ok() {
+            window.record_mirror_latency(mirror_elapsed);
+        }
         let mirrored = match mirrored {
             Ok((captured, _reservation)) => captured,
             Err(failure) => {
                 // A candidate that never answers must never look good.
-                window.shadow.record_failure(&self.endpoint);
+                window.record_failure(&self.endpoint);
                 match failure {
                     MirrorFailure::Timeout => count_drop(metrics, route, DropReason::Timeout),
                     MirrorFailure::Memory => count_drop(metrics, route, DropReason::Memory),
@@ -180,7 +184,7 @@ impl MirrorJob {
             Verdict::Noise => "noise",
             Verdict::Mismatch(_) => "mismatch",
         };
-        window.shadow.record_comparison(&self.endpoint, result);
+        window.record_comparison(&self.endpoint, result);
         count_result(&self.runtime, route, result);
         let kept = match verdict {
             Verdict::Mismatch(real) => Some((SampleKind::Mismatch, real)),
