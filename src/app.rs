@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config, EnvSource};
 use crate::proxy::server;
+use crate::rollout::controller;
 use crate::runtime::Runtime;
 use crate::store;
 
@@ -26,6 +27,7 @@ pub struct App {
     shutdown: CancellationToken,
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
+    controller_task: JoinHandle<()>,
 }
 
 impl App {
@@ -76,6 +78,7 @@ impl App {
             }
         });
         tokio::spawn(prune_store(runtime.clone(), shutdown.clone()));
+        let controller_task = controller::spawn(runtime.clone(), shutdown.clone());
         // The configuration is loaded and the store was reached.
         runtime.set_ready();
         tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "strangler is serving");
@@ -86,6 +89,7 @@ impl App {
             shutdown,
             proxy_task,
             admin_task,
+            controller_task,
         })
     }
 
@@ -100,6 +104,8 @@ impl App {
         let _ = self.proxy_task.await;
         // The admin API stays up while the proxy drains, then stops.
         let _ = self.admin_task.await;
+        // The controller saves the windows on its way out.
+        let _ = self.controller_task.await;
     }
 
     /// Cancels and waits.

@@ -509,7 +509,7 @@ async fn replay(
 async fn status(admin: &AdminArgs) -> Result<String, crate::client::ClientError> {
     let routes = admin_client(admin).get("/api/routes").await?;
     let mut out = format!(
-        "{:<16} {:<10} {:>7} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}\n",
+        "{:<16} {:<10} {:>7} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {}\n",
         "ROUTE",
         "STAGE",
         "WEIGHT",
@@ -522,7 +522,8 @@ async fn status(admin: &AdminArgs) -> Result<String, crate::client::ClientError>
         "C.ERR",
         "C.P50",
         "C.P99",
-        "MATCH"
+        "MATCH",
+        "BLOCKED BY"
     );
     let ms = |v: &serde_json::Value| {
         v.as_f64()
@@ -530,7 +531,7 @@ async fn status(admin: &AdminArgs) -> Result<String, crate::client::ClientError>
     };
     for r in routes.as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "{:<16} {:<10} {:>7} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}\n",
+            "{:<16} {:<10} {:>7} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {}\n",
             r["name"].as_str().unwrap_or("?"),
             r["stage"].as_str().unwrap_or("?"),
             r["weight"],
@@ -546,6 +547,7 @@ async fn status(admin: &AdminArgs) -> Result<String, crate::client::ClientError>
             r["shadow"]["match_rate"]
                 .as_f64()
                 .map_or_else(|| "–".to_string(), |v| format!("{:.2}%", v * 100.0)),
+            r["blocked_by"].as_str().unwrap_or("–"),
         ));
     }
     Ok(out.trim_end().to_string())

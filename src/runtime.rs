@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -24,8 +24,9 @@ use crate::compare::{Accepted, CompareError, EndpointTemplates, NoiseModel, Reda
 use crate::config::{Config, RouteConfig, Stage};
 use crate::metrics::{Metrics, Name, RouteLabels, RouteStageLabels, TransitionLabels};
 use crate::proxy::upstream::{Upstream, UpstreamError};
+use crate::rollout::gates::{CriterionInput, Health};
 use crate::rollout::state::{apply, Actor, Command, Conflict, RolloutState, RouteStatus};
-use crate::rollout::window::Window;
+use crate::rollout::window::{PersistedWindow, Window};
 use crate::routing::RoutingTable;
 use crate::shadow::tee::MemoryBudget;
 use crate::shadow::RouteShadow;
@@ -42,15 +43,21 @@ pub struct RouteControl {
     pub window: ArcSwap<Window>,
     /// Differences a person accepted (`strangler accept`), by endpoint.
     pub accepted: ArcSwap<Accepted>,
+    /// The last reading of each success criterion (refreshed by the controller).
+    pub criteria: ArcSwap<Vec<CriterionInput>>,
+    /// Why the route last changed (shown with its status).
+    pub reason: ArcSwap<Option<String>>,
     noise: Mutex<NoiseModel>,
 }
 
 impl RouteControl {
-    fn new(status: RouteStatus) -> Self {
+    fn new(status: RouteStatus, window: Window) -> Self {
         RouteControl {
             status: ArcSwap::from_pointee(status),
-            window: ArcSwap::from_pointee(Window::default()),
+            window: ArcSwap::from_pointee(window),
             accepted: ArcSwap::from_pointee(Accepted::default()),
+            criteria: ArcSwap::from_pointee(Vec::new()),
+            reason: ArcSwap::from_pointee(None),
             noise: Mutex::new(NoiseModel::default()),
         }
     }
@@ -162,7 +169,27 @@ impl Runtime {
                 weight: row.weight,
                 state: row.state,
             };
-            controls.insert(row.route.clone(), Arc::new(RouteControl::new(status)));
+            let rollout = config
+                .routes
+                .iter()
+                .find(|r| r.name == row.route)
+                .map(|r| &r.rollout);
+            let (warmup, rollback_window) = rollout
+                .map_or((Duration::ZERO, Duration::from_secs(30)), |r| {
+                    (r.warmup, r.rollback_window)
+                });
+            // The current window's counters survive a restart.
+            let saved = row
+                .window
+                .as_ref()
+                .and_then(|w| serde_json::from_value::<PersistedWindow>(w.clone()).ok());
+            let window = match saved {
+                Some(saved) => Window::restore(&saved, warmup, rollback_window, now_ms()),
+                None => Window::open(warmup, rollback_window, row.stage_started_at_ms),
+            };
+            let control = RouteControl::new(status, window);
+            control.reason.store(Arc::new(row.reason.clone()));
+            controls.insert(row.route.clone(), Arc::new(control));
         }
         let mut accepted: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for row in store.accepted(None).await? {
@@ -255,6 +282,46 @@ impl Runtime {
         Ok(next)
     }
 
+    /// Applies a controller decision, unless the route changed since it was
+    /// evaluated (a person acted meanwhile): then nothing happens.
+    pub async fn auto_transition(
+        &self,
+        route: &str,
+        evaluated: &RouteStatus,
+        command: Command,
+        reason: String,
+    ) -> Option<RouteStatus> {
+        let _writer = self.write_lock.lock().await;
+        let snapshot = self.snapshot.load_full();
+        let runtime = snapshot.route(route)?;
+        let current = runtime.control.status.load_full();
+        if *current != *evaluated {
+            return None;
+        }
+        let (next, _) = apply(&current, &command, &runtime.config.rollout.steps).ok()?;
+        self.transition(runtime, &current, next.clone(), reason, Actor::Auto, true)
+            .await;
+        Some(next)
+    }
+
+    /// The candidate's active health, as its gate sees it.
+    pub fn candidate_health(&self, route: &RouteRuntime) -> Health {
+        let _ = route;
+        Health::Unknown
+    }
+
+    /// Saves every route's status with its window's counters, so a restart
+    /// continues the stage where it was.
+    pub async fn save_windows(&self) {
+        let snapshot = self.snapshot.load_full();
+        for route in &snapshot.routes {
+            let status = route.control.status.load_full();
+            let reason = (**route.control.reason.load()).clone();
+            self.persist_status(&route.config.name, &status, reason)
+                .await;
+        }
+    }
+
     /// Forgets a route's live status and starts again from the file's values.
     pub async fn reset(&self, route: &str) -> Result<RouteStatus, ControlError> {
         let _writer = self.write_lock.lock().await;
@@ -285,10 +352,16 @@ impl Runtime {
         actor: Actor,
         persist: bool,
     ) {
-        if from.stage != to.stage {
-            // Every stage change opens a new, empty window.
-            route.control.window.store(Arc::new(Window::default()));
+        if from.stage != to.stage || from.weight != to.weight {
+            // Every transition opens a new, empty window.
+            let rollout = &route.config.rollout;
+            route.control.window.store(Arc::new(Window::open(
+                rollout.warmup,
+                rollout.rollback_window,
+                now_ms(),
+            )));
         }
+        route.control.reason.store(Arc::new(Some(reason.clone())));
         route.control.status.store(Arc::new(to.clone()));
         self.metrics
             .transitions
@@ -341,14 +414,19 @@ impl Runtime {
     /// Persists a route's live status, so it survives restarts.
     async fn persist_status(&self, route: &str, status: &RouteStatus, reason: Option<String>) {
         let now = now_ms();
+        let window = self
+            .snapshot
+            .load()
+            .route(route)
+            .map(|r| r.control.window.load().persisted());
         let row = RouteStateRow {
             route: route.to_string(),
             stage: status.stage,
             weight: status.weight,
             state: status.state,
             reason,
-            stage_started_at_ms: now,
-            window: None,
+            stage_started_at_ms: window.as_ref().map_or(now, |w| w.opened_at_ms),
+            window: window.and_then(|w| serde_json::to_value(w).ok()),
             updated_at_ms: now,
         };
         if let Err(error) = self.store.store().save_route_state(&row).await {
@@ -436,10 +514,13 @@ fn build_snapshot(
                 existing.clone()
             }
             None => {
-                let created = Arc::new(RouteControl::new(RouteStatus::initial(
-                    route.stage,
-                    route.weight,
-                )));
+                let window = Window::open(
+                    route.rollout.warmup,
+                    route.rollout.rollback_window,
+                    now_ms(),
+                );
+                let status = RouteStatus::initial(route.stage, route.weight);
+                let created = Arc::new(RouteControl::new(status, window));
                 controls.insert(route.name.clone(), created.clone());
                 created
             }
@@ -472,7 +553,12 @@ fn build_snapshot(
     }
     let default_control = controls
         .entry(DEFAULT_ROUTE.to_string())
-        .or_insert_with(|| Arc::new(RouteControl::new(RouteStatus::initial(Stage::Legacy, 0.0))))
+        .or_insert_with(|| {
+            Arc::new(RouteControl::new(
+                RouteStatus::initial(Stage::Legacy, 0.0),
+                Window::open(Duration::ZERO, Duration::from_secs(30), now_ms()),
+            ))
+        })
         .clone();
     let default = DefaultTarget {
         name: Name::from(DEFAULT_ROUTE),

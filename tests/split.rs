@@ -15,6 +15,11 @@ legacy = "legacy"
 candidate = "candidate"
 stage = "canary"
 {extra}
+
+# The two test upstreams answer differently on purpose: no shadowing, so
+# the rollback gates have no evidence and the split stays where it is put.
+[routes.shadow]
+sample = 0.0
 "#
     )
 }

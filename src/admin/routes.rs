@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::AdminState;
 use crate::compare::FieldRate;
+use crate::rollout::controller::{self, Evaluation};
+use crate::rollout::gates::Gate;
 use crate::rollout::state::Command;
 use crate::rollout::window::{EndpointShadow, ShadowSummary, SideSummary};
 use crate::runtime::{RouteRuntime, Runtime};
@@ -27,6 +29,8 @@ pub struct RouteView {
     pub legacy: SideSummary,
     pub candidate: SideSummary,
     pub shadow: ShadowSummary,
+    /// The gate holding the next step, or null.
+    pub blocked_by: Option<String>,
 }
 
 /// One route with its gates (`GET /api/routes/{name}`).
@@ -34,9 +38,11 @@ pub struct RouteView {
 pub struct RouteDetail {
     #[serde(flatten)]
     pub route: RouteView,
-    /// Gates arrive with the rollout controller; none are judged yet.
-    pub gates: Vec<serde_json::Value>,
-    pub blocked_by: Option<String>,
+    pub gates: Vec<Gate>,
+    /// How long the current stage has lasted, in seconds.
+    pub stage_seconds: f64,
+    /// Why the route last changed.
+    pub reason: Option<String>,
     /// Shadow counters per endpoint template, with the fields that differ most.
     pub endpoints: Vec<EndpointView>,
 }
@@ -68,11 +74,14 @@ fn endpoint_views(route: &RouteRuntime) -> Vec<EndpointView> {
         .collect()
 }
 
-fn route_view(route: &RouteRuntime) -> RouteView {
-    let status = route.control.status.load();
+/// A route's summary and its gates' evaluation, from one read of its status.
+fn route_view(runtime: &Runtime, route: &RouteRuntime) -> (RouteView, Evaluation) {
+    let status = route.control.status.load_full();
     let window = route.control.window.load();
     let stage = window.stage();
-    RouteView {
+    let evaluation =
+        controller::evaluate(route, &status, controller::candidate_health(runtime, route));
+    let view = RouteView {
         name: route.config.name.clone(),
         stage: status.stage.as_str(),
         weight: status.weight,
@@ -80,7 +89,9 @@ fn route_view(route: &RouteRuntime) -> RouteView {
         legacy: SideSummary::from(&stage.legacy),
         candidate: SideSummary::from(&stage.candidate),
         shadow: window.shadow.summary(),
-    }
+        blocked_by: evaluation.blocked_by.clone(),
+    };
+    (view, evaluation)
 }
 
 fn detail(runtime: &Runtime, name: &str) -> Result<Json<RouteDetail>, ApiError> {
@@ -88,10 +99,12 @@ fn detail(runtime: &Runtime, name: &str) -> Result<Json<RouteDetail>, ApiError> 
     let route = snapshot
         .route(name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no route named {name}")))?;
+    let (view, evaluation) = route_view(runtime, route);
     Ok(Json(RouteDetail {
-        route: route_view(route),
-        gates: Vec::new(),
-        blocked_by: None,
+        route: view,
+        gates: evaluation.gates,
+        stage_seconds: evaluation.stage_seconds,
+        reason: (**route.control.reason.load()).clone(),
         endpoints: endpoint_views(route),
     }))
 }
@@ -125,7 +138,13 @@ pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 
 pub async fn routes_list(State(state): State<Arc<AdminState>>) -> Json<Vec<RouteView>> {
     let snapshot = state.runtime.snapshot.load();
-    Json(snapshot.routes.iter().map(route_view).collect())
+    Json(
+        snapshot
+            .routes
+            .iter()
+            .map(|r| route_view(&state.runtime, r).0)
+            .collect(),
+    )
 }
 
 pub async fn route_get(

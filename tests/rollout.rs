@@ -1,0 +1,294 @@
+//! The rollout controller (SPEC §3): automatic promotion behind gates,
+//! automatic rollback on evidence, persistence across restarts.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Response;
+use serde_json::Value;
+
+use crate::support::backend::{full, Backend};
+use crate::support::{client, Proxy};
+
+fn config(
+    legacy: SocketAddr,
+    candidate: SocketAddr,
+    stage: &str,
+    weight: u32,
+    rollout: &str,
+) -> String {
+    format!(
+        r#"
+[upstreams.legacy]
+url = "http://{legacy}"
+
+[upstreams.candidate]
+url = "http://{candidate}"
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+legacy = "legacy"
+candidate = "candidate"
+stage = "{stage}"
+weight = {weight}
+
+[routes.rollout]
+{rollout}
+"#
+    )
+}
+
+async fn route(proxy: &Proxy) -> Value {
+    client()
+        .get(proxy.admin_url("/api/routes/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Sends traffic until `done` holds for the route (a hang guard of 30 s,
+/// not a timing assertion).
+async fn drive_until(proxy: &Proxy, done: impl Fn(&Value) -> bool) -> Value {
+    let http = client();
+    for i in 0..3000 {
+        let r = route(proxy).await;
+        if done(&r) {
+            return r;
+        }
+        for j in 0..5 {
+            let _ = http
+                .get(proxy.url(&format!("/orders/{}", i * 5 + j)))
+                .send()
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never reached the expected state: {:#}", route(proxy).await);
+}
+
+async fn events(proxy: &Proxy) -> Vec<Value> {
+    let v: Value = client()
+        .get(proxy.admin_url("/api/events?route=orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array().unwrap().clone()
+}
+
+const FAST: &str = "interval = \"1s\"\nmin_requests = 20\nmin_match_rate = 0.95\nsteps = [10, 50, 100]\nbake = \"1s\"\nmax_error_rate = 0.05\nmax_error_rate_increase = 0.05";
+
+#[tokio::test]
+async fn a_healthy_candidate_is_promoted_step_by_step_to_complete() {
+    let legacy = Backend::named("same").await;
+    let candidate = Backend::named("same").await;
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow", 0, FAST)).await;
+    let r = drive_until(&proxy, |r| r["state"] == "complete").await;
+    assert_eq!(r["stage"], "candidate");
+    assert_eq!(r["weight"], 100.0);
+    let events = events(&proxy).await;
+    let path: Vec<(String, f64, String)> = events
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["to"].as_str().unwrap().to_string(),
+                e["weight"].as_f64().unwrap(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        path,
+        vec![
+            ("canary".into(), 10.0, "auto".into()),
+            ("canary".into(), 50.0, "auto".into()),
+            ("candidate".into(), 100.0, "auto".into()),
+            ("candidate".into(), 100.0, "auto".into()),
+        ],
+        "{events:#?}"
+    );
+    assert_eq!(events[0]["state"], "complete");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_mismatching_candidate_never_leaves_shadow_and_says_why() {
+    let legacy = Backend::named("legacy").await;
+    let candidate = Backend::named("different").await;
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow", 0, FAST)).await;
+    let r = drive_until(&proxy, |r| {
+        r["shadow"]["compared"].as_u64().unwrap_or(0) >= 40
+    })
+    .await;
+    assert_eq!(r["stage"], "shadow");
+    assert_eq!(r["blocked_by"], "match_rate");
+    let gate = r["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "match_rate")
+        .unwrap()
+        .clone();
+    assert_eq!(gate["ok"], false);
+    assert_eq!(gate["value"], 0.0);
+    assert_eq!(gate["threshold"], 0.95);
+    let interval = gate["interval"].as_array().unwrap();
+    assert!(interval[1].as_f64().unwrap() < 0.2, "{gate}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_candidate_is_rolled_back_automatically_even_when_pinned() {
+    let legacy = Backend::named("ok").await;
+    let broken = Arc::new(AtomicBool::new(false));
+    let switch = broken.clone();
+    let candidate = Backend::start(move |_req| {
+        let broken = switch.load(Ordering::Relaxed);
+        async move {
+            Response::builder()
+                .status(if broken { 503 } else { 200 })
+                .body(full("ok"))
+                .unwrap()
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "canary", 50, FAST)).await;
+    // A person pins the weight: promotion stops, rollback gates keep running.
+    let pinned = client()
+        .post(proxy.admin_url("/api/routes/orders/weight"))
+        .json(&serde_json::json!({ "weight": 50 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pinned.status(), 200);
+    broken.store(true, Ordering::Relaxed);
+    let r = drive_until(&proxy, |r| r["state"] == "rolled_back").await;
+    assert_eq!(
+        (r["stage"].as_str(), r["weight"].as_f64()),
+        (Some("shadow"), Some(0.0))
+    );
+    let reason = r["reason"].as_str().unwrap();
+    // The live share fails error_rate, the shadowed legacy share match_rate:
+    // whichever has the evidence first is named, with its values.
+    assert!(
+        reason.contains("gate error_rate") || reason.contains("gate match_rate"),
+        "{reason}"
+    );
+    assert!(reason.contains("threshold"), "{reason}");
+    let latest = &events(&proxy).await[0];
+    assert_eq!(latest["actor"], "auto");
+    assert_eq!(latest["to"], "shadow");
+    // It waits for a person: resume restarts from shadow.
+    let resumed: Value = client()
+        .post(proxy.admin_url("/api/routes/orders/resume"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resumed["stage"].as_str(), resumed["state"].as_str()),
+        (Some("shadow"), Some("progressing"))
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn stage_weight_state_and_window_survive_a_restart() {
+    let legacy = Backend::named("same").await;
+    let candidate = Backend::named("same").await;
+    let toml = config(legacy.addr, candidate.addr, "shadow", 0, "auto = false");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let toml = format!("[store]\nurl = \"sqlite://{}\"\n{toml}", db.display());
+    let proxy = Proxy::start(&toml).await;
+    let http = client();
+    http.post(proxy.admin_url("/api/routes/orders/weight"))
+        .json(&serde_json::json!({"weight": 30}))
+        .send()
+        .await
+        .unwrap();
+    for i in 0..40 {
+        http.get(proxy.url(&format!("/orders/{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = route(&proxy).await;
+    let served = before["legacy"]["requests"].as_u64().unwrap()
+        + before["candidate"]["requests"].as_u64().unwrap();
+    assert_eq!(served, 40);
+    proxy.stop().await;
+
+    let proxy = Proxy::start(&toml).await;
+    let after = route(&proxy).await;
+    assert_eq!(
+        (
+            after["stage"].as_str(),
+            after["weight"].as_f64(),
+            after["state"].as_str()
+        ),
+        (Some("canary"), Some(30.0), Some("paused"))
+    );
+    assert_eq!(
+        after["legacy"]["requests"], before["legacy"]["requests"],
+        "the window's counters were restored"
+    );
+    assert_eq!(
+        after["candidate"]["requests"],
+        before["candidate"]["requests"]
+    );
+    // reset forgets the persisted state and applies the file again.
+    let reset: Value = http
+        .post(proxy.admin_url("/api/routes/orders/reset"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reset["stage"], "shadow");
+    proxy.stop().await;
+    let proxy = Proxy::start(&toml).await;
+    assert_eq!(route(&proxy).await["stage"], "shadow");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn check_warns_when_min_requests_cannot_demonstrate_the_match_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strangler.toml");
+    let toml = config(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+        "shadow",
+        0,
+        "min_requests = 100\nmin_match_rate = 0.999",
+    );
+    std::fs::write(&path, toml).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("routes[0].rollout.min_requests") && stderr.contains("3000"),
+        "{stderr}"
+    );
+}
