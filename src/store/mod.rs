@@ -9,7 +9,8 @@
 //!
 //! - `sqlite://PATH` (a relative PATH is relative to the current directory)
 //!   or `sqlite::memory:` (tests): the embedded default, [`sqlite`];
-//! - `postgres://…`: a fleet of proxies sharing one database (not built yet).
+//! - `postgres://…` or `postgresql://…`: a fleet of proxies sharing one
+//!   database, [`postgres`].
 //!
 //! The writers are the rollout controller and the admin API (state, events,
 //! accepted differences) and the shadow pipeline's background flusher
@@ -17,21 +18,38 @@
 //! store. The trait keeps to semantics both SQLite and PostgreSQL have: ids
 //! are 64-bit and grow with insertion, counts are 64-bit, timestamps are
 //! RFC 3339 strings or epoch milliseconds, JSON stays JSON.
+//!
+//! The fleet methods (SPEC §9: instance registry, leader lease with
+//! fencing, shared windows, change notifications) have defaults for a
+//! single proxy, which is always its own leader; [`sqlite`] keeps the
+//! registry and windows in memory so the admin API looks the same, and
+//! [`postgres`] shares them through the database, judging every expiry and
+//! freshness bound by the database's clock so that instances whose clocks
+//! disagree still agree on who leads and who is alive.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
+mod local;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
+mod values;
 pub mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use model::{
-    AcceptedRow, AggregateRow, EndpointStatRow, EventRow, PruneStats, RouteStateRow, SampleKind,
-    SampleRow,
+    AcceptedRow, AggregateRow, EndpointStatRow, EventRow, Fence, InstanceInfo, InstanceRow,
+    PruneStats, RouteStateRow, SampleKind, SampleRow,
 };
+
+/// The `LISTEN`/`NOTIFY` channel that carries the name of a route whose
+/// persisted state changed.
+pub const CHANGES_CHANNEL: &str = "strangler_state";
 
 /// Why a store operation failed. Each message is one sentence that names
 /// the database and says what went wrong.
@@ -41,8 +59,6 @@ pub enum StoreError {
         "store URL {url:?} is not supported: use sqlite://PATH, sqlite::memory: or postgres://…"
     )]
     UnsupportedUrl { url: String },
-    #[error("PostgreSQL store not built yet: use a sqlite:// store URL for now")]
-    PostgresNotBuilt,
     #[error("cannot open the store database {location}: {reason}")]
     Open { location: String, reason: String },
     #[error("cannot apply the schema migrations to the store database {location}: {reason}")]
@@ -63,6 +79,13 @@ pub enum StoreError {
     /// The caller passed a value the store cannot keep.
     #[error("cannot store {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
+    /// The backend has no such feature (e.g. change notifications in
+    /// SQLite); the caller does without or falls back to polling.
+    #[error("the {backend} store does not support {what}")]
+    Unsupported {
+        backend: &'static str,
+        what: &'static str,
+    },
 }
 
 impl StoreError {
@@ -163,13 +186,120 @@ pub trait Store: Send + Sync {
     /// the oldest aggregates once no sample is left. Rollout state and
     /// accepted differences are never pruned.
     async fn prune(&self, retention: Duration, max_bytes: u64) -> Result<PruneStats, StoreError>;
+
+    // --- fleet (SPEC §9) ---
+    //
+    // The defaults describe a single proxy: it is always the leader, fenced
+    // writes are plain writes, nobody else reports windows and nothing
+    // else changes the state behind its back.
+
+    /// True when several proxies may share this store (PostgreSQL): the
+    /// caller then runs the heartbeat, lease and window loops.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Adds or refreshes an instance in the registry; it is seen now.
+    async fn register_instance(&self, row: &InstanceRow) -> Result<(), StoreError> {
+        let _ = row;
+        Ok(())
+    }
+    /// Marks an instance as seen now (the database's clock). False when it
+    /// is not registered (e.g. the registry was cleaned): register again.
+    async fn heartbeat(&self, id: &str) -> Result<bool, StoreError> {
+        let _ = id;
+        Ok(true)
+    }
+    /// Every registered instance, ordered by id, with the leader flag.
+    async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Takes the leader lease for `ttl` when it is free or expired (the
+    /// epoch grows by one), or renews it when `holder` already has it (the
+    /// epoch stays). `None` while another instance holds it.
+    async fn try_acquire_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Fence>, StoreError> {
+        let _ = ttl;
+        Ok(Some(Fence {
+            holder: holder.to_string(),
+            epoch: 1,
+        }))
+    }
+    /// Lets the lease go at once (shutdown) so another instance can take it
+    /// without waiting for the expiry; true when `holder` had it.
+    async fn release_lease(&self, holder: &str) -> Result<bool, StoreError> {
+        let _ = holder;
+        Ok(true)
+    }
+    /// [`Store::save_route_state`] on condition that `fence` is still the
+    /// unexpired lease, checked in the same statement; false when fenced
+    /// out (nothing written).
+    async fn save_route_state_fenced(
+        &self,
+        row: &RouteStateRow,
+        fence: &Fence,
+    ) -> Result<bool, StoreError> {
+        let _ = fence;
+        self.save_route_state(row).await.map(|()| true)
+    }
+    /// [`Store::append_event`] on the same condition; `None` when fenced
+    /// out (nothing written).
+    async fn append_event_fenced(
+        &self,
+        event: &EventRow,
+        fence: &Fence,
+    ) -> Result<Option<i64>, StoreError> {
+        let _ = fence;
+        self.append_event(event).await.map(Some)
+    }
+
+    /// Publishes `instance_id`'s current window of `route` (one row per
+    /// instance and route, replaced on each write). `at_ms` is the
+    /// caller's time of the snapshot, kept for display only.
+    async fn write_window(
+        &self,
+        instance_id: &str,
+        route: &str,
+        window: &serde_json::Value,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _ = (instance_id, route, window, at_ms);
+        Ok(())
+    }
+    /// The windows of `route` written within `fresh_within` (the
+    /// database's clock), as (instance id, window), ordered by instance id.
+    async fn windows(
+        &self,
+        route: &str,
+        fresh_within: Duration,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let _ = (route, fresh_within);
+        Ok(Vec::new())
+    }
+
+    /// A stream of route names whose persisted state changed, from any
+    /// instance ([`CHANGES_CHANNEL`]). An empty name means "changes may
+    /// have been missed" (the connection was lost and is back): reload
+    /// every route. Ends when the store closes. An error means the caller
+    /// polls instead.
+    async fn subscribe_changes(&self) -> Result<mpsc::Receiver<String>, StoreError> {
+        Err(StoreError::Unsupported {
+            backend: "single-instance",
+            what: "change notifications",
+        })
+    }
 }
 
 /// Opens (creating and migrating as needed) the store that `url` names.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let url = url.trim();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::PostgresNotBuilt);
+        let store = postgres::PostgresStore::open(url).await?;
+        return Ok(Arc::new(store));
     }
     if let Some(target) = sqlite::Target::parse(url) {
         let store = sqlite::SqliteStore::open(target?).await?;

@@ -161,3 +161,47 @@ pub struct PruneStats {
     pub bytes_before: u64,
     pub bytes_after: u64,
 }
+
+// --- fleet (SPEC §9) ---
+
+/// A proxy instance as it registers itself in a fleet's registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRow {
+    /// `--instance-id`, by default host name and port.
+    pub id: String,
+    /// Hash of the configuration file's text before `${VAR}` substitution:
+    /// no promotion while the live instances' hashes differ.
+    pub config_hash: String,
+    /// strangler's version.
+    pub version: String,
+    pub started_at_ms: i64,
+}
+
+/// A registered instance as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub config_hash: String,
+    pub version: String,
+    pub started_at_ms: i64,
+    /// The last registration or heartbeat, by the database's clock.
+    pub last_seen_ms: i64,
+    /// How long ago that was, by the database's clock: compare this, not
+    /// `last_seen_ms`, with a freshness bound, so that an instance whose
+    /// clock is off still judges its peers right.
+    pub seen_ago_ms: i64,
+    /// True when this instance holds the unexpired leader lease.
+    pub leader: bool,
+}
+
+/// Proof of leadership handed out by [`super::Store::try_acquire_lease`]:
+/// a fenced write succeeds only while the lease is still held by `holder`
+/// at this `epoch` and has not expired, so a paused former leader can never
+/// overwrite what its successor decided.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    pub holder: String,
+    /// Grows by one each time the lease changes hands (or is taken again
+    /// after it expired); renewing keeps it.
+    pub epoch: u64,
+}

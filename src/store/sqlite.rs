@@ -18,7 +18,7 @@ use std::fs::Permissions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
@@ -26,10 +26,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Row};
 
+use super::local::LocalFleet;
 use super::model::{
-    AcceptedRow, AggregateRow, EndpointStatRow, EventRow, PruneStats, RouteStateRow, SampleKind,
-    SampleRow,
+    AcceptedRow, AggregateRow, EndpointStatRow, EventRow, InstanceInfo, InstanceRow, PruneStats,
+    RouteStateRow, SampleKind, SampleRow,
 };
+use super::values::{finite, finite_opt, now_ms, parse_at, to_i64};
 use super::{Store, StoreError};
 
 /// The schema migrations, embedded at build time.
@@ -87,6 +89,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The file's absolute path (or `:memory:`), for error messages.
     location: String,
+    /// The instance registry and windows of this one process.
+    fleet: LocalFleet,
 }
 
 impl SqliteStore {
@@ -121,7 +125,11 @@ impl SqliteStore {
             location: location.clone(),
             reason: e.to_string(),
         })?;
-        Ok(SqliteStore { pool, location })
+        Ok(SqliteStore {
+            pool,
+            location,
+            fleet: LocalFleet::default(),
+        })
     }
 
     async fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -175,7 +183,11 @@ impl SqliteStore {
             .await
             .map_err(|e| open_err(e.to_string()))?;
         restrict_permissions(&path).map_err(open_err)?;
-        Ok(SqliteStore { pool, location })
+        Ok(SqliteStore {
+            pool,
+            location,
+            fleet: LocalFleet::default(),
+        })
     }
 
     /// The database file's path, or `:memory:`.
@@ -851,6 +863,50 @@ impl Store for SqliteStore {
         stats.bytes_after = self.used_bytes().await?;
         Ok(stats)
     }
+
+    // --- fleet: one process, so the registry and windows live in memory;
+    // the lease, fenced writes and notifications keep the trait's
+    // single-instance defaults (this proxy always leads) ---
+
+    async fn register_instance(&self, row: &InstanceRow) -> Result<(), StoreError> {
+        self.fleet.register(row);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.fleet.heartbeat(id))
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
+        Ok(self.fleet.instances())
+    }
+
+    async fn write_window(
+        &self,
+        instance_id: &str,
+        route: &str,
+        window: &serde_json::Value,
+        _at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.fleet.write_window(instance_id, route, window);
+        Ok(())
+    }
+
+    async fn windows(
+        &self,
+        route: &str,
+        fresh_within: Duration,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        Ok(self.fleet.windows(route, fresh_within))
+    }
+
+    async fn subscribe_changes(&self) -> Result<tokio::sync::mpsc::Receiver<String>, StoreError> {
+        // Only this process writes the file: it knows its own changes.
+        Err(StoreError::Unsupported {
+            backend: "SQLite",
+            what: "change notifications",
+        })
+    }
 }
 
 // === helpers ===
@@ -906,46 +962,4 @@ fn is_transient(code: Option<&str>) -> bool {
         return false;
     };
     matches!(code & 0xff, 5 | 6 | 10 | 14)
-}
-
-/// Milliseconds since the Unix epoch of an RFC 3339 UTC timestamp.
-fn parse_at(at: &str, what: &'static str) -> Result<i64, StoreError> {
-    let time = humantime::parse_rfc3339(at).map_err(|e| StoreError::Invalid {
-        what,
-        reason: format!("`at` {at:?} is not an RFC 3339 UTC timestamp ({e})"),
-    })?;
-    Ok(epoch_ms(time))
-}
-
-fn epoch_ms(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-fn now_ms() -> i64 {
-    epoch_ms(SystemTime::now())
-}
-
-fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Invalid {
-        what,
-        reason: format!("{v} is larger than a 64-bit signed integer"),
-    })
-}
-
-fn finite(v: f64, what: &'static str, field: &str) -> Result<(), StoreError> {
-    if v.is_finite() {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid {
-            what,
-            reason: format!("{field} is {v}, not a finite number"),
-        })
-    }
-}
-
-fn finite_opt(v: Option<f64>, what: &'static str, field: &str) -> Result<(), StoreError> {
-    v.map_or(Ok(()), |v| finite(v, what, field))
 }
