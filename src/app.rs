@@ -53,8 +53,8 @@ impl App {
         let instance_id = instance_id.unwrap_or_else(|| default_instance_id(proxy_addr));
         let grace = config.server.shutdown_grace;
         let store = store::open(&config.store.url).await?;
-        let runtime = Runtime::start(config, instance_id, store).await?;
         let shutdown = CancellationToken::new();
+        let runtime = Runtime::start(config, instance_id, store, shutdown.clone()).await?;
 
         let proxy_task = tokio::spawn(server::serve(
             proxy_listener,

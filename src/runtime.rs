@@ -19,11 +19,15 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::compare::{Accepted, CompareError, EndpointTemplates, NoiseModel, Redactor, Rules};
 use crate::config::{Config, RouteConfig, Stage};
+use crate::health::{HealthChecker, HealthStatus};
 use crate::metrics::{Metrics, Name, RouteLabels, RouteStageLabels, TransitionLabels};
+use crate::notify::Notifier;
 use crate::proxy::upstream::{Upstream, UpstreamError};
+use crate::rollout::criteria;
 use crate::rollout::gates::{CriterionInput, Health};
 use crate::rollout::state::{apply, Actor, Command, Conflict, RolloutState, RouteStatus};
 use crate::rollout::window::{PersistedWindow, Window};
@@ -149,6 +153,12 @@ pub struct Runtime {
     pub shadow_budget: Arc<MemoryBudget>,
     /// The store, and the background writer of kept exchanges.
     pub store: Arc<StoreHandle>,
+    /// Active health checks of upstreams with a `health` path.
+    pub health: Arc<HealthChecker>,
+    /// Transitions POSTed to `notify.webhooks`.
+    pub notifier: Arc<Notifier>,
+    /// Reads success criteria from Prometheus endpoints.
+    pub criteria_client: criteria::HttpClient,
     pub instance_id: String,
     pub started_at: SystemTime,
 }
@@ -156,10 +166,12 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the runtime from a configuration and what the store remembers:
     /// a route's persisted status wins over the file's `stage`/`weight`.
+    /// Background tasks it starts (health checks, webhooks) end with `shutdown`.
     pub async fn start(
         config: Config,
         instance_id: String,
         store: Arc<dyn Store>,
+        shutdown: CancellationToken,
     ) -> Result<Arc<Runtime>, BuildError> {
         let metrics = Metrics::new();
         let mut controls = HashMap::new();
@@ -211,6 +223,10 @@ impl Runtime {
             }
         }
         let store = StoreHandle::start(store, metrics.store_dropped.clone());
+        let health = HealthChecker::start(shutdown.clone());
+        health.update(&snapshot.upstreams.values().cloned().collect::<Vec<_>>());
+        let notifier = Notifier::start(shutdown);
+        notifier.set_webhooks(snapshot.config.notify.webhooks.clone());
         let runtime = Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -219,6 +235,9 @@ impl Runtime {
             ready: AtomicBool::new(false),
             shadow_budget,
             store,
+            health,
+            notifier,
+            criteria_client: criteria::http_client(),
             instance_id,
             started_at: SystemTime::now(),
         });
@@ -242,6 +261,10 @@ impl Runtime {
         let old = self.snapshot.load_full();
         let mut paused = Vec::new();
         let snapshot = build_snapshot(config, Some(&old), &self.controls, &mut paused)?;
+        self.health
+            .update(&snapshot.upstreams.values().cloned().collect::<Vec<_>>());
+        self.notifier
+            .set_webhooks(snapshot.config.notify.webhooks.clone());
         self.snapshot.store(Arc::new(snapshot));
         for (route, from) in paused {
             let reason = "reload changed the route's matching, upstreams or sticky key";
@@ -306,8 +329,13 @@ impl Runtime {
 
     /// The candidate's active health, as its gate sees it.
     pub fn candidate_health(&self, route: &RouteRuntime) -> Health {
-        let _ = route;
-        Health::Unknown
+        match self.health.status(&route.candidate.config.name) {
+            HealthStatus::Unknown => Health::Unknown,
+            HealthStatus::Healthy => Health::Healthy,
+            HealthStatus::Unhealthy { failures, detail } => {
+                Health::Unhealthy(format!("{failures} failed checks in a row: {detail}"))
+            }
+        }
     }
 
     /// Saves every route's status with its window's counters, so a restart
@@ -394,6 +422,18 @@ impl Runtime {
     async fn record_event(&self, event: Event) {
         tracing::info!(route = %event.route, from = %event.from, to = %event.to, weight = event.weight,
             state = event.state.as_str(), actor = event.actor.as_str(), reason = %event.reason, "rollout transition");
+        // Webhooks get the event as the API shows it (never blocks).
+        self.notifier.send(&serde_json::json!({
+            "at": event.at,
+            "route": event.route,
+            "from": event.from,
+            "to": event.to,
+            "weight": event.weight,
+            "state": event.state,
+            "reason": event.reason,
+            "actor": event.actor,
+            "instance": self.instance_id,
+        }));
         let row = EventRow {
             id: 0,
             at: event.at,

@@ -121,7 +121,8 @@ async fn reload_under_load_drops_nothing_and_keeps_admin_state() {
     let legacy = Backend::named("legacy").await;
     let candidate = Backend::named("candidate").await;
     let base = upstreams(legacy.addr, candidate.addr);
-    let toml = format!("{base}{ROUTE}\nstage = \"canary\"\nweight = 0\n[routes.shadow]\nsample = 0.0\n");
+    let toml =
+        format!("{base}{ROUTE}\nstage = \"canary\"\nweight = 0\n[routes.shadow]\nsample = 0.0\n");
     let proxy = Proxy::start(&toml).await;
     let http = client();
 

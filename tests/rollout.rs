@@ -292,3 +292,134 @@ async fn check_warns_when_min_requests_cannot_demonstrate_the_match_rate() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn success_criteria_from_a_metrics_endpoint_hold_the_promotion() {
+    use std::sync::atomic::AtomicU64;
+    let legacy = Backend::named("same").await;
+    let candidate = Backend::named("same").await;
+    let memory = Arc::new(AtomicU64::new(600_000_000));
+    let reported = memory.clone();
+    let metrics = Backend::start(move |_req| {
+        let value = reported.load(Ordering::Relaxed);
+        async move {
+            Response::new(full(format!(
+                "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {value}\nhttp_requests_total{{code=\"200\"}} 5\n"
+            )))
+        }
+    })
+    .await;
+    let rollout = format!(
+        "{FAST}\n\n[[routes.rollout.criteria]]\nname = \"memory\"\nurl = \"http://{}/metrics\"\nmetric = \"process_resident_memory_bytes\"\nmax = 500e6\n",
+        metrics.addr
+    );
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow", 0, &rollout)).await;
+    let r = drive_until(&proxy, |r| {
+        r["shadow"]["compared"].as_u64().unwrap_or(0) >= 40 && r["blocked_by"] == "criterion:memory"
+    })
+    .await;
+    let gate = r["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "criterion:memory")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (gate["ok"].as_bool(), gate["value"].as_f64()),
+        (Some(false), Some(600e6))
+    );
+    assert_eq!(r["stage"], "shadow");
+    // The rewrite's memory comes down: the route moves on.
+    memory.store(100_000_000, Ordering::Relaxed);
+    drive_until(&proxy, |r| r["stage"] == "canary").await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_unhealthy_candidate_blocks_promotion_and_rolls_back_a_canary() {
+    // Both answer alike, so only the health gate can fail.
+    let legacy = Backend::start(|_req| async { Response::new(full("same")) }).await;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    let candidate = Backend::start(move |req| {
+        let ok = req.uri().path() != "/healthz" || flag.load(Ordering::Relaxed);
+        async move {
+            Response::builder()
+                .status(if ok { 200 } else { 503 })
+                .body(full("same"))
+                .unwrap()
+        }
+    })
+    .await;
+    let toml = config(legacy.addr, candidate.addr, "canary", 10, "auto = false").replace(
+        &format!("url = \"http://{}\"\n", candidate.addr),
+        &format!(
+            "url = \"http://{}\"\nhealth = \"/healthz\"\nhealth_interval = \"100ms\"\n",
+            candidate.addr
+        ),
+    );
+    let proxy = Proxy::start(&toml).await;
+    drive_until(&proxy, |r| {
+        r["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "health" && g["ok"] == true)
+    })
+    .await;
+    healthy.store(false, Ordering::Relaxed);
+    let r = drive_until(&proxy, |r| r["state"] == "rolled_back").await;
+    assert!(
+        r["reason"].as_str().unwrap().contains("gate health"),
+        "{r:#}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn transitions_are_posted_to_webhooks() {
+    let legacy = Backend::named("same").await;
+    let candidate = Backend::named("same").await;
+    let received = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let sink = received.clone();
+    let hook = Backend::start(move |req| {
+        let sink = sink.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            sink.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
+            Response::new(full(""))
+        }
+    })
+    .await;
+    let toml = format!(
+        "{}\n[notify]\nwebhooks = [\"http://{}/hook\"]\n",
+        config(legacy.addr, candidate.addr, "shadow", 0, "auto = false"),
+        hook.addr
+    );
+    let proxy = Proxy::start(&toml).await;
+    client()
+        .post(proxy.admin_url("/api/routes/orders/promote"))
+        .send()
+        .await
+        .unwrap();
+    let mut event = Value::Null;
+    for _ in 0..200 {
+        if let Some(first) = received.lock().unwrap().first() {
+            event = first.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(event["route"], "orders", "{event}");
+    assert_eq!(
+        (event["from"].as_str(), event["to"].as_str()),
+        (Some("shadow"), Some("canary"))
+    );
+    assert_eq!(event["actor"], "admin");
+    assert_eq!(event["weight"], 1.0);
+    proxy.stop().await;
+}

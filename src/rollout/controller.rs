@@ -24,7 +24,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::gates::{self, Gate, Health, Inputs};
+use super::criteria;
+use super::gates::{self, CriterionInput, Gate, Health, Inputs};
 use super::state::{Command, RolloutState, RouteStatus};
 use crate::config::{RolloutConfig, Stage};
 use crate::runtime::{RouteRuntime, Runtime};
@@ -54,7 +55,25 @@ pub fn evaluate(route: &RouteRuntime, status: &RouteStatus, health: Health) -> E
     let promotion = window.stage();
     let rollback = window.recent(config.rollback_window);
     let endpoints = window.shadow.endpoints();
-    let criteria = route.control.criteria.load();
+    // Every configured criterion has a gate; without a reading it is not judged.
+    let readings = route.control.criteria.load();
+    let criteria: Vec<CriterionInput> = config
+        .criteria
+        .iter()
+        .map(|c| {
+            readings
+                .iter()
+                .find(|r| r.name == c.name)
+                .cloned()
+                .unwrap_or_else(|| CriterionInput {
+                    name: c.name.clone(),
+                    max: c.max,
+                    min: c.min,
+                    value: None,
+                    detail: "not judged: no reading yet".into(),
+                })
+        })
+        .collect();
     let gates = gates::evaluate(&Inputs {
         stage: status.stage,
         config,
@@ -162,8 +181,48 @@ pub fn candidate_health(runtime: &Runtime, route: &RouteRuntime) -> Health {
     runtime.candidate_health(route)
 }
 
+/// How often success criteria are read.
+const READ_CRITERIA_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads every route's success criteria, concurrently, once a second, so an
+/// evaluation never waits on a slow metrics endpoint.
+async fn read_criteria(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(READ_CRITERIA_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let snapshot = runtime.snapshot.load_full();
+        let reads = snapshot
+            .routes
+            .iter()
+            .filter(|r| !r.config.rollout.criteria.is_empty())
+            .map(|route| {
+                let client = &runtime.criteria_client;
+                async move {
+                    let mut readings = Vec::with_capacity(route.config.rollout.criteria.len());
+                    for c in &route.config.rollout.criteria {
+                        let reading = criteria::read(client, &c.url, &c.metric).await;
+                        readings.push(CriterionInput {
+                            name: c.name.clone(),
+                            max: c.max,
+                            min: c.min,
+                            value: reading.value,
+                            detail: reading.detail,
+                        });
+                    }
+                    route.control.criteria.store(Arc::new(readings));
+                }
+            });
+        futures_util::future::join_all(reads).await;
+    }
+}
+
 /// Runs the controller until `shutdown`.
 pub fn spawn(runtime: Arc<Runtime>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(read_criteria(runtime.clone(), shutdown.clone()));
     tokio::spawn(async move {
         let mut failures: HashMap<String, u32> = HashMap::new();
         let mut tick = tokio::time::interval(EVALUATE_EVERY);
