@@ -423,3 +423,229 @@ async fn transitions_are_posted_to_webhooks() {
     assert_eq!(event["weight"], 1.0);
     proxy.stop().await;
 }
+
+/// A backend answering "same" after `delay`, so both sides compare equal.
+async fn same_after(delay: Duration) -> Backend {
+    Backend::start(move |_req| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Response::new(full("same"))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_slow_candidate_breaks_the_p99_ratio_and_is_rolled_back() {
+    let legacy = same_after(Duration::ZERO).await;
+    let slow = same_after(Duration::from_millis(30)).await;
+    let proxy = Proxy::start(&config(
+        legacy.addr,
+        slow.addr,
+        "canary",
+        50,
+        "auto = false\nmin_match_rate = 0.5",
+    ))
+    .await;
+    let r = drive_until(&proxy, |r| r["state"] == "rolled_back").await;
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("gate p99_ratio"), "{reason}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn one_flaky_error_under_failure_limit_3_is_not_a_rollback() {
+    let legacy = same_after(Duration::ZERO).await;
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = served.clone();
+    let flaky = Backend::start(move |req| {
+        // Mirrored copies of the legacy share are not live traffic.
+        let live = !req.headers().contains_key("x-strangler-shadow");
+        let n = if live {
+            count.fetch_add(1, Ordering::Relaxed)
+        } else {
+            u64::MAX
+        };
+        async move {
+            Response::builder()
+                .status(if n == 3 { 500 } else { 200 })
+                .body(full("same"))
+                .unwrap()
+        }
+    })
+    .await;
+    let rollout = "auto = false\nfailure_limit = 3\nmax_error_rate = 0.05\nmax_error_rate_increase = 0.05\nmin_match_rate = 0.9";
+    let proxy = Proxy::start(&config(legacy.addr, flaky.addr, "canary", 50, rollout)).await;
+    let r = drive_until(&proxy, |r| {
+        r["candidate"]["requests"].as_u64().unwrap_or(0) >= 150
+    })
+    .await;
+    assert_eq!(r["candidate"]["errors"], 1);
+    assert_eq!(
+        (r["stage"].as_str(), r["state"].as_str()),
+        (Some("canary"), Some("progressing")),
+        "{r:#}"
+    );
+    assert!(events(&proxy).await.is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn one_always_different_endpoint_blocks_a_canary_step() {
+    let legacy = same_after(Duration::ZERO).await;
+    let candidate = Backend::start(|req| async move {
+        let body = if req.uri().path().starts_with("/orders/export") {
+            "different"
+        } else {
+            "same"
+        };
+        Response::new(full(body))
+    })
+    .await;
+    let rollout =
+        "interval = \"1s\"\nmin_requests = 20\nmin_match_rate = 0.9\nsteps = [10, 50, 100]";
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "canary", 10, rollout)).await;
+    let http = client();
+    for i in 0..300 {
+        let path = if i % 10 == 0 {
+            "/orders/export/x".to_string()
+        } else {
+            format!("/orders/{i}")
+        };
+        http.get(proxy.url(&path)).send().await.unwrap();
+    }
+    let r = route(&proxy).await;
+    assert_eq!(
+        (r["stage"].as_str(), r["weight"].as_f64()),
+        (Some("canary"), Some(10.0)),
+        "{r:#}"
+    );
+    assert_eq!(r["blocked_by"], "match_rate");
+    let gate = r["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "match_rate")
+        .unwrap()
+        .clone();
+    assert!(
+        gate["value"].as_f64().unwrap() > 0.85,
+        "the route as a whole looks fine: {gate}"
+    );
+    assert!(
+        gate["detail"]
+            .as_str()
+            .unwrap()
+            .contains("GET /orders/export/x"),
+        "{gate}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn too_few_requests_never_promote() {
+    let legacy = same_after(Duration::ZERO).await;
+    let candidate = same_after(Duration::ZERO).await;
+    let rollout = "interval = \"1s\"\nmin_requests = 100000\nmin_match_rate = 0.9";
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow", 0, rollout)).await;
+    let r = drive_until(&proxy, |r| r["stage_seconds"].as_f64().unwrap_or(0.0) > 1.5).await;
+    assert_eq!(r["stage"], "shadow");
+    assert_eq!(r["blocked_by"], "min_requests");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_does_not_reset_the_window() {
+    let legacy = same_after(Duration::ZERO).await;
+    let candidate = same_after(Duration::ZERO).await;
+    let toml = config(legacy.addr, candidate.addr, "shadow", 0, "auto = false");
+    let proxy = Proxy::start(&toml).await;
+    for i in 0..10 {
+        client()
+            .get(proxy.url(&format!("/orders/{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    proxy.rewrite_config(&format!("{toml}\nmin_requests = 300\n"));
+    let reloaded = client()
+        .post(proxy.admin_url("/api/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
+    assert_eq!(route(&proxy).await["legacy"]["requests"], 10);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_canary_then_restart_resumes_the_same_stage_and_weight() {
+    let legacy = same_after(Duration::ZERO).await;
+    let candidate = same_after(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let reserve = |_: ()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (proxy_addr, admin_addr) = (reserve(()), reserve(()));
+    let toml = format!(
+        "[server]\nlisten = \"{proxy_addr}\"\n[admin]\nlisten = \"{admin_addr}\"\n[store]\nurl = \"sqlite://{}\"\n{}",
+        dir.path().join("s.db").display(),
+        config(legacy.addr, candidate.addr, "shadow", 0, "auto = false")
+    );
+    let path = dir.path().join("strangler.toml");
+    std::fs::write(&path, toml).unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let admin = |p: &str| format!("http://{admin_addr}{p}");
+    let ready = |http: reqwest::Client, url: String| async move {
+        for _ in 0..200 {
+            if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("strangler did not start");
+    };
+    let http = client();
+    let mut first = start();
+    ready(http.clone(), admin("/readyz")).await;
+    let pinned = http
+        .post(admin("/api/routes/orders/weight"))
+        .json(&serde_json::json!({"weight": 25}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pinned.status(), 200);
+    first.kill().unwrap(); // SIGKILL: no chance to save anything on the way out
+    first.wait().unwrap();
+
+    let mut second = start();
+    ready(http.clone(), admin("/readyz")).await;
+    let r: Value = http
+        .get(admin("/api/routes/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r["stage"].as_str(),
+            r["weight"].as_f64(),
+            r["state"].as_str()
+        ),
+        (Some("canary"), Some(25.0), Some("paused"))
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
