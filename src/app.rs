@@ -78,6 +78,7 @@ impl App {
             }
         });
         tokio::spawn(prune_store(runtime.clone(), shutdown.clone()));
+        tokio::spawn(flush_measure(runtime.clone(), shutdown.clone()));
         let controller_task = controller::spawn(runtime.clone(), shutdown.clone());
         // The configuration is loaded and the store was reached.
         runtime.set_ready();
@@ -112,6 +113,23 @@ impl App {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.wait().await;
+    }
+}
+
+/// Hands the measured traffic to the store every 10 seconds (and once more
+/// on the way out), off the request path.
+async fn flush_measure(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::measure::BUCKET);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            () = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        runtime.flush_measure().await;
+        if last {
+            return;
+        }
     }
 }
 

@@ -25,6 +25,49 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Md,
+    Json,
+}
+
+/// `strangler roi`: every input is a flag.
+#[derive(Debug, clap::Args)]
+struct RoiArgs {
+    /// Fraction of the infrastructure the rewrite saves (0.3 = 30%).
+    #[arg(long, default_value_t = 0.0)]
+    performance_gain: f64,
+    /// Instances the service runs on.
+    #[arg(long, default_value_t = 0.0)]
+    instances: f64,
+    /// Monthly cost of one instance.
+    #[arg(long, default_value_t = 0.0)]
+    instance_cost: f64,
+    /// Months the comparison covers.
+    #[arg(long, default_value_t = 12)]
+    months: u32,
+    /// Incidents the rewrite avoids over those months.
+    #[arg(long, default_value_t = 0.0)]
+    incidents_avoided: f64,
+    /// Cost of one incident.
+    #[arg(long, default_value_t = 0.0)]
+    incident_cost: f64,
+    /// Productivity gain over those months, in money.
+    #[arg(long, default_value_t = 0.0)]
+    productivity_gain: f64,
+    /// Engineer-months the migration takes.
+    #[arg(long, default_value_t = 0.0)]
+    engineer_months: f64,
+    /// Cost of one engineer-month.
+    #[arg(long, default_value_t = 0.0)]
+    engineer_month_cost: f64,
+    /// Velocity lost while the team learns, in money.
+    #[arg(long, default_value_t = 0.0)]
+    velocity_loss: f64,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -125,6 +168,17 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The migration report: endpoint ranking, routes, noise, accepted
+    /// differences, what legacy still serves.
+    Report {
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The migration cost/benefit arithmetic, with what the proxy measured beside it.
+    #[command(allow_negative_numbers = true)]
+    Roi(RoiArgs),
     /// Send stored exchanges to a candidate build and print what still differs
     /// (exit 0 when nothing does, 3 when something does).
     Replay {
@@ -259,6 +313,24 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::Report { format, admin } => {
+            let call = async {
+                let report = admin_client(&admin).get("/api/report").await?;
+                Ok(match format {
+                    ReportFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
+                    ReportFormat::Md => {
+                        match serde_json::from_value::<crate::report::Report>(report) {
+                            Ok(report) => crate::report::markdown(&report),
+                            Err(error) => format!(
+                                "the admin API answered a report this version cannot read: {error}"
+                            ),
+                        }
+                    }
+                })
+            };
+            client_call(call).await
+        }
+        Command::Roi(args) => roi(&args).await,
         Command::Replay {
             route,
             candidate,
@@ -504,6 +576,93 @@ async fn replay(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+async fn roi(args: &RoiArgs) -> ExitCode {
+    use crate::report::{roi, RoiInputs};
+    let inputs = RoiInputs {
+        performance_gain: args.performance_gain,
+        instances: args.instances,
+        instance_cost_per_month: args.instance_cost,
+        months: args.months,
+        incidents_avoided: args.incidents_avoided,
+        cost_per_incident: args.incident_cost,
+        productivity_gain: args.productivity_gain,
+        engineer_months: args.engineer_months,
+        cost_per_engineer_month: args.engineer_month_cost,
+        velocity_loss: args.velocity_loss,
+    };
+    let result = match roi(&inputs) {
+        Ok(result) => result,
+        Err(error) => {
+            eprintln!("strangler: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let money = |v: f64| format!("{v:>14.2}");
+    println!("Benefit over {} months", args.months);
+    println!(
+        "  infrastructure  {} = {} gain × {} instances × {} per month × {} months",
+        money(result.infrastructure_savings),
+        args.performance_gain,
+        args.instances,
+        args.instance_cost,
+        args.months
+    );
+    println!(
+        "  incidents       {} = {} avoided × {} each",
+        money(result.incident_savings),
+        args.incidents_avoided,
+        args.incident_cost
+    );
+    println!("  productivity    {}", money(result.productivity_gain));
+    println!("  total           {}", money(result.benefit));
+    println!("Cost");
+    println!(
+        "  engineering     {} = {} engineer-months × {} each",
+        money(result.engineering_cost),
+        args.engineer_months,
+        args.engineer_month_cost
+    );
+    println!("  velocity loss   {}", money(result.velocity_loss));
+    println!("  total           {}", money(result.cost));
+    println!("Net               {}", money(result.net));
+    match result.break_even_month {
+        Some(month) => println!("Break-even        month {month}"),
+        None => println!("Break-even        not within {} months", args.months),
+    }
+    // Evidence for choosing the inputs: measured, never turned into money.
+    println!();
+    println!("What the proxy measured (evidence for the inputs, not part of the sum):");
+    match admin_client(&args.admin).get("/api/routes").await {
+        Ok(routes) => {
+            let (mut legacy, mut candidate) = (0u64, 0u64);
+            for r in routes.as_array().into_iter().flatten() {
+                let (l, c) = (&r["legacy"], &r["candidate"]);
+                legacy += l["requests"].as_u64().unwrap_or(0);
+                candidate += c["requests"].as_u64().unwrap_or(0);
+                println!(
+                    "  {:<16} legacy p50/p99 {}/{} ms, errors {}; candidate p50/p99 {}/{} ms, errors {}",
+                    r["name"].as_str().unwrap_or("?"),
+                    l["p50_ms"],
+                    l["p99_ms"],
+                    l["error_rate"],
+                    c["p50_ms"],
+                    c["p99_ms"],
+                    c["error_rate"]
+                );
+            }
+            let total = legacy + candidate;
+            if total > 0 {
+                println!(
+                    "  traffic already on the rewrite: {:.1}% of {total} live requests in the current windows",
+                    candidate as f64 * 100.0 / total as f64
+                );
+            }
+        }
+        Err(error) => println!("  (no measurements: {error})"),
+    }
+    ExitCode::SUCCESS
 }
 
 async fn status(admin: &AdminArgs) -> Result<String, crate::client::ClientError> {

@@ -24,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 use crate::compare::{Accepted, CompareError, EndpointTemplates, NoiseModel, Redactor, Rules};
 use crate::config::{Config, RouteConfig, Stage};
 use crate::health::{HealthChecker, HealthStatus};
+use crate::measure::Measure;
 use crate::metrics::{Metrics, Name, RouteLabels, RouteStageLabels, TransitionLabels};
 use crate::notify::Notifier;
 use crate::proxy::upstream::{Upstream, UpstreamError};
+use crate::report::{self, Report};
 use crate::rollout::criteria;
 use crate::rollout::gates::{CriterionInput, Health};
 use crate::rollout::state::{apply, Actor, Command, Conflict, RolloutState, RouteStatus};
@@ -39,6 +41,8 @@ use crate::store::{EventRow, RouteStateRow, Store, StoreError};
 
 /// The route name used for requests that match no route.
 pub const DEFAULT_ROUTE: &str = "_default";
+/// Endpoint templates kept for unmatched traffic.
+const DEFAULT_MAX_ENDPOINTS: u32 = 200;
 
 /// Live rollout status, counters and what shadowing learned about one
 /// route; survives reloads.
@@ -87,6 +91,8 @@ pub struct DefaultTarget {
     pub name: Name,
     pub upstream: Arc<Upstream>,
     pub control: Arc<RouteControl>,
+    /// Endpoint templates of unmatched traffic (for the measure view).
+    pub endpoints: Arc<EndpointTemplates>,
 }
 
 /// One immutable, consistent view of the configuration and its upstreams.
@@ -157,6 +163,8 @@ pub struct Runtime {
     pub health: Arc<HealthChecker>,
     /// Transitions POSTed to `notify.webhooks`.
     pub notifier: Arc<Notifier>,
+    /// Traffic and time per endpoint template.
+    pub measure: Measure,
     /// Reads success criteria from Prometheus endpoints.
     pub criteria_client: criteria::HttpClient,
     pub instance_id: String,
@@ -237,6 +245,7 @@ impl Runtime {
             store,
             health,
             notifier,
+            measure: Measure::default(),
             criteria_client: criteria::http_client(),
             instance_id,
             started_at: SystemTime::now(),
@@ -325,6 +334,126 @@ impl Runtime {
         self.transition(runtime, &current, next.clone(), reason, Actor::Auto, true)
             .await;
         Some(next)
+    }
+
+    /// Hands the traffic measured since the last flush to the store.
+    pub async fn flush_measure(&self) {
+        let bucket = crate::measure::BUCKET.as_millis() as i64;
+        let now = now_ms();
+        let (stats, aggregates) = self.measure.flush(now - now % bucket);
+        let store = self.store.store();
+        if !stats.is_empty() {
+            if let Err(error) = store.add_endpoint_stats(&stats).await {
+                tracing::warn!(%error, "could not store endpoint statistics");
+            }
+        }
+        if !aggregates.is_empty() {
+            if let Err(error) = store.record_aggregates(&aggregates).await {
+                tracing::warn!(%error, "could not store traffic aggregates");
+            }
+        }
+    }
+
+    /// The migration report (SPEC §6), from the store and the live state.
+    pub async fn report(&self) -> Result<Report, StoreError> {
+        self.flush_measure().await;
+        let snapshot = self.snapshot.load_full();
+        let store = self.store.store();
+        let now = now_ms();
+        let retention =
+            i64::try_from(snapshot.config.store.retention.as_millis()).unwrap_or(i64::MAX);
+        let from = now.saturating_sub(retention);
+        let stats = store.endpoint_stats(None).await?;
+        let aggregates = store.aggregates(None, from).await?;
+        let accepted = store.accepted(None).await?;
+        let legacy_endpoints = |route: &str| -> Vec<String> {
+            stats
+                .iter()
+                .filter(|s| s.route == route && s.side == "legacy" && s.requests > 0)
+                .map(|s| s.endpoint.clone())
+                .collect()
+        };
+        let mut routes = Vec::new();
+        let mut noise = Vec::new();
+        let mut serves = Vec::new();
+        for route in &snapshot.routes {
+            let status = route.control.status.load_full();
+            let window = route.control.window.load();
+            let shadow = window.shadow.totals();
+            let learned = route.control.noise();
+            let mut fields: Vec<report::TopField> = window
+                .shadow
+                .endpoints()
+                .iter()
+                .flat_map(|(endpoint, _)| {
+                    learned
+                        .fields(endpoint, 5)
+                        .into_iter()
+                        .filter(|f| !f.noise)
+                        .map(|f| report::TopField {
+                            endpoint: endpoint.to_string(),
+                            path: f.path,
+                            rate: f.rate,
+                        })
+                })
+                .collect();
+            fields.sort_by(|a, b| b.rate.total_cmp(&a.rate));
+            fields.truncate(5);
+            noise.extend(report::noise_entries(
+                &route.config.name,
+                &learned.learned(),
+            ));
+            drop(learned);
+            routes.push(report::RouteReport {
+                name: route.config.name.clone(),
+                stage: status.stage.as_str().to_string(),
+                weight: status.weight,
+                state: status.state.as_str().to_string(),
+                compared: shadow.compared,
+                match_rate: shadow.match_rate(),
+                top_mismatching_fields: fields,
+            });
+            let requests = report::legacy_requests(&aggregates, &route.config.name, from);
+            let reason = match status.stage {
+                Stage::Legacy | Stage::Shadow => Some(format!("stage {}: legacy answers every request", status.stage)),
+                Stage::Canary => Some(format!("stage canary: legacy answers {}% of cohorts", 100.0 - status.weight)),
+                Stage::Candidate if requests > 0 => {
+                    Some("legacy answered requests in the window (before the switch, or a fallback or retry)".to_string())
+                }
+                Stage::Candidate => None,
+            };
+            if let Some(reason) = reason {
+                serves.push(report::LegacyServes {
+                    route: route.config.name.clone(),
+                    endpoints: legacy_endpoints(&route.config.name),
+                    reason,
+                    requests,
+                });
+            }
+        }
+        let unmatched = report::legacy_requests(&aggregates, DEFAULT_ROUTE, from);
+        if unmatched > 0 {
+            serves.push(report::LegacyServes {
+                route: DEFAULT_ROUTE.to_string(),
+                endpoints: legacy_endpoints(DEFAULT_ROUTE),
+                reason: "requests that match no route go to defaults.upstream".to_string(),
+                requests: unmatched,
+            });
+        }
+        let traffic_seen = aggregates.iter().any(|a| a.requests > 0);
+        Ok(Report {
+            generated_at: now_rfc3339(),
+            window_from: humantime::format_rfc3339_millis(
+                SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(from).unwrap_or(0)),
+            )
+            .to_string(),
+            endpoints: report::rank_endpoints(&stats),
+            routes,
+            noise,
+            accepted,
+            verdict: report::verdict(&serves, traffic_seen),
+            legacy_still_serves: serves,
+        })
     }
 
     /// The candidate's active health, as its gate sees it.
@@ -604,6 +733,9 @@ fn build_snapshot(
         name: Name::from(DEFAULT_ROUTE),
         upstream: lookup(&config.defaults.upstream),
         control: default_control,
+        endpoints: old
+            .map(|o| o.default.endpoints.clone())
+            .unwrap_or_else(|| Arc::new(EndpointTemplates::new(&[], DEFAULT_MAX_ENDPOINTS))),
     };
     let redactor = Redactor::new(&config.store).map_err(BuildError::Redact)?;
     Ok(Snapshot {

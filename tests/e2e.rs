@@ -9,6 +9,7 @@ mod errors;
 mod hygiene;
 mod lifecycle;
 mod protocols;
+mod report;
 mod rollout;
 mod routing;
 mod shadow;

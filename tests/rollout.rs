@@ -84,7 +84,9 @@ async fn events(proxy: &Proxy) -> Vec<Value> {
     v.as_array().unwrap().clone()
 }
 
-const FAST: &str = "interval = \"1s\"\nmin_requests = 20\nmin_match_rate = 0.95\nsteps = [10, 50, 100]\nbake = \"1s\"\nmax_error_rate = 0.05\nmax_error_rate_increase = 0.05";
+/// Short stages for tests; latency gates are loose because the test machine
+/// is shared and noisy (the p99 gate has its own test).
+const FAST: &str = "interval = \"1s\"\nmin_requests = 20\nmin_match_rate = 0.95\nsteps = [10, 50, 100]\nbake = \"1s\"\nmax_error_rate = 0.05\nmax_error_rate_increase = 0.05\nmax_p99_ratio = 100.0\np99_slack = \"1s\"";
 
 #[tokio::test]
 async fn a_healthy_candidate_is_promoted_step_by_step_to_complete() {

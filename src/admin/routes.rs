@@ -248,6 +248,51 @@ fn store_error(error: crate::store::StoreError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
 }
 
+/// The migration report as JSON.
+pub async fn report_get(
+    State(state): State<Arc<AdminState>>,
+) -> Result<Json<crate::report::Report>, ApiError> {
+    state.runtime.report().await.map(Json).map_err(store_error)
+}
+
+/// The measure view: traffic and time per endpoint template, ranked.
+pub async fn endpoints_list(
+    State(state): State<Arc<AdminState>>,
+) -> Json<Vec<crate::measure::EndpointView>> {
+    Json(state.runtime.measure.endpoints())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SeriesQuery {
+    /// Milliseconds since the epoch; default: the last hour.
+    since: Option<i64>,
+}
+
+/// A route's 10-second aggregates per side (the dashboard's charts).
+pub async fn route_series(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Query(query): Query<SeriesQuery>,
+) -> Result<Json<Vec<crate::store::AggregateRow>>, ApiError> {
+    if state.runtime.snapshot.load().route(&name).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no route named {name}"),
+        ));
+    }
+    let since = query
+        .since
+        .unwrap_or_else(|| crate::runtime::now_ms() - 3_600_000);
+    let rows = state
+        .runtime
+        .store
+        .store()
+        .aggregates(Some(&name), since)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(rows))
+}
+
 pub async fn instances_list(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let runtime = &state.runtime;
     let config_hash = runtime.snapshot.load().config.config_hash.clone();

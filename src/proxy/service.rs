@@ -212,6 +212,24 @@ pub async fn handle(
         };
         window.record(target.side, elapsed, outcome);
     }
+    let endpoint = match target.route_index {
+        Some(index) => &snapshot.routes[index].shadow.endpoints,
+        None => &snapshot.default.endpoints,
+    }
+    .template(head.method.as_str(), head.uri.path());
+    let bytes = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    runtime.measure.record(
+        &target.route.0,
+        endpoint,
+        served_side(&target, &served_by),
+        elapsed,
+        error,
+        bytes,
+    );
     tracing::debug!(
         route = %target.route.0, side = target.side.as_str(), upstream = %served_by.config.name,
         method = %head.method, path = head.uri.path(), status = code,
@@ -527,6 +545,15 @@ async fn send(
             tracing::warn!(upstream = %upstream.config.name, kind = failure.kind(), error = %error_chain(&error), "upstream request failed");
             Err(failure)
         }
+    }
+}
+
+/// The side that actually answered (legacy after a retry or fallback).
+fn served_side(target: &Target<'_>, served_by: &Arc<Upstream>) -> Side {
+    if target.side == Side::Candidate && target.legacy.is_some_and(|l| Arc::ptr_eq(l, served_by)) {
+        Side::Legacy
+    } else {
+        target.side
     }
 }
 
