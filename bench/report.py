@@ -92,6 +92,7 @@ def main(out):
         oc, orq = int(row.get("origin_conns") or 0), int(row.get("origin_reqs") or 0)
         # origin requests per new origin connection during the run: high = upstream keep-alive works
         r["reuse"] = orq / oc if oc > 0 else (float("inf") if orq > 0 else NAN)
+        r["rss_mib"] = int(row.get("rss_kib") or 0) / 1024 or NAN
         key = (row["path"], int(row["conns"]))
         data[key + (row["target"],)][int(row["rep"])] = r
         if row["target"] not in order:
@@ -123,6 +124,17 @@ def main(out):
     for t in order:
         print(f"| {t} | " + " | ".join(fmt(ratio(k, t), 2) for k in scen)
               + f" | {fmt(rss.get(t, NAN), 1)} |")
+
+    # resident memory after each run, in run order: flat = bounded
+    print("\n### Resident memory (MiB) right after each run, in run order, and the peak\n")
+    print("| target | RSS after each run | peak (VmHWM) |")
+    print("|---|---|---:|")
+    for t in order:
+        runs = [(int(row["rep"]), scen.index((row["path"], int(row["conns"]))))
+                for row in rows if row["target"] == t]
+        seq = [data[scen[s] + (t,)][rep]["rss_mib"] for rep, s in sorted(runs)]
+        if any(x == x for x in seq):
+            print(f"| {t} | {' / '.join(fmt(x, 0) for x in seq)} | {fmt(rss.get(t, NAN), 1)} |")
     for key in scen:
         p, c = key
         print(f"\n### GET `{p}`, wrk -c{c}\n")

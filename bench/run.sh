@@ -269,7 +269,7 @@ for t in "${ACTIVE[@]}"; do
 done
 
 TICK=$(getconf CLK_TCK)
-echo -e "rep\tpath\tconns\ttarget\tcpu_ticks\tclk_tck\torigin_conns\torigin_reqs\traw" > "$OUT/runs.tsv"
+echo -e "rep\tpath\tconns\ttarget\tcpu_ticks\tclk_tck\torigin_conns\torigin_reqs\traw\trss_kib" > "$OUT/runs.tsv"
 n=${#ACTIVE[@]}
 for rep in $(seq "$REPS"); do
   for path in $PATHS; do
@@ -283,8 +283,9 @@ for rep in $(seq "$REPS"); do
         wrk -t"$WRK_THREADS" -c"$c" -d"$DUR" --latency "http://127.0.0.1:${PORT[$t]}$path" > "$raw" 2>&1 || true
         after=$(tree_ticks "${ROOTPID[$t]}")
         read -r a1 r1 < <(origin_counts)
+        read -r _ rss_now < <(tree_rss "${ROOTPID[$t]}")   # resident memory right after the run
         # minus the status request itself (1 connection, 1 request)
-        echo -e "$rep\t$path\t$c\t$t\t$((after - before))\t$TICK\t$((a1 - a0 - 1))\t$((r1 - r0 - 1))\t$raw" >> "$OUT/runs.tsv"
+        echo -e "$rep\t$path\t$c\t$t\t$((after - before))\t$TICK\t$((a1 - a0 - 1))\t$((r1 - r0 - 1))\t$raw\t$rss_now" >> "$OUT/runs.tsv"
       done
       log "round $rep/$REPS path $path c$c done"
     done
