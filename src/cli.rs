@@ -255,10 +255,13 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
-        Command::Demo { .. } => {
-            eprintln!("strangler: the demo is not built yet; see README.md to run the proxy with a configuration");
-            ExitCode::from(1)
-        }
+        Command::Demo { keep } => match crate::demo::run(keep).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("strangler: the demo failed: {error:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Status(admin) => client_call(status(&admin)).await,
         Command::Promote { route, admin } => {
             client_call(action(&admin, &route, "promote", None)).await
