@@ -4,7 +4,8 @@
 //!
 //! Without `/usr/bin/chromium` (or `STRANGLER_CHROMIUM`) the tests say why and
 //! pass; `.ci/run` installs Debian's `chromium`. Screenshots of each page go
-//! to `target/dashboard-screenshots/` (under `CARGO_TARGET_DIR` when set).
+//! to `target/dashboard-screenshots/` (under `CARGO_TARGET_DIR` when set);
+//! `STRANGLER_DASHBOARD_DOCS=docs` also refreshes the README's copies.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,13 @@ fn chromium_path() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
     path.exists().then_some(path)
+}
+
+/// `STRANGLER_DASHBOARD_DOCS=docs` refreshes the README's screenshots
+/// (`docs/dashboard-*.png`), after a longer run of traffic.
+fn docs_dir() -> Option<PathBuf> {
+    std::env::var_os("STRANGLER_DASHBOARD_DOCS")
+        .map(|d| Path::new(env!("CARGO_MANIFEST_DIR")).join(d))
 }
 
 fn screenshot_dir() -> PathBuf {
@@ -326,7 +334,12 @@ async fn service(candidate: bool) -> Backend {
             } else {
                 json!({ "id": id, "name": format!("user {id}") })
             };
-            tokio::time::sleep(Duration::from_millis(if candidate { 3 } else { 5 })).await;
+            // Some latency, varying a little (the charts show it).
+            let base = if candidate { 2 } else { 4 };
+            tokio::time::sleep(Duration::from_millis(
+                base + n % 5 + 8 * u64::from(n % 97 == 0),
+            ))
+            .await;
             Response::builder()
                 .header("content-type", "application/json")
                 .body(full(body.to_string()))
@@ -525,6 +538,10 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
             "document.querySelector('[data-route=orders] [data-field=\"legacy.rps\"]').textContent !== '–'",
         )
         .await;
+    if docs_dir().is_some() {
+        // Screenshots for the README: let the charts fill up a little.
+        tokio::time::sleep(Duration::from_secs(40)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let sent = sender.await.expect("traffic task");
     assert!(sent > 0);
@@ -588,7 +605,36 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
     assert_eq!(gates, Value::Array(api_gates));
     browser.screenshot(&shots.join("route.png")).await;
 
-    // Promote, confirm, and see the stage change on the page and in the API.
+    // The endpoints page: the endpoint templates the API knows, ranked.
+    browser.eval("location.hash = '#/endpoints'; true").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let expected = expected_endpoints(&proxy).await;
+        let shown = browser
+            .eval("[...document.querySelectorAll('#endpoint-table [data-field=endpoint]')].map(td => td.textContent).sort()")
+            .await;
+        if shown == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the endpoints page never matched the API:\n page: {shown}\n  api: {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    browser.screenshot(&shots.join("endpoints.png")).await;
+
+    // Back on the route page: promote, confirm, and see the stage change on
+    // the page and in the API.
+    browser
+        .eval("location.hash = '#/routes/orders'; true")
+        .await;
+    browser
+        .wait_until(
+            "the route page again",
+            "document.querySelector('#r-badges')?.dataset.stage === 'shadow'",
+        )
+        .await;
     browser
         .eval("setTimeout(() => document.querySelector('#btn-promote').click(), 0); true")
         .await;
@@ -614,25 +660,15 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
         .await;
     browser.screenshot(&shots.join("route-promoted.png")).await;
 
-    // The endpoints page: the endpoint templates the API knows, ranked.
-    browser.eval("location.hash = '#/endpoints'; true").await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let expected = expected_endpoints(&proxy).await;
-        let shown = browser
-            .eval("[...document.querySelectorAll('#endpoint-table [data-field=endpoint]')].map(td => td.textContent).sort()")
-            .await;
-        if shown == expected {
-            break;
+    if let Some(docs) = docs_dir() {
+        for page in ["overview", "route", "endpoints"] {
+            std::fs::copy(
+                shots.join(format!("{page}.png")),
+                docs.join(format!("dashboard-{page}.png")),
+            )
+            .expect("screenshot copied to the docs folder");
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the endpoints page never matched the API:\n page: {shown}\n  api: {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    browser.screenshot(&shots.join("endpoints.png")).await;
-
     browser.close().await;
     proxy.stop().await;
 }

@@ -75,6 +75,13 @@
     if (x < 100) return x.toFixed(1) + ' ms';
     return Math.round(x) + ' ms';
   }
+  /** A number without unit, to 3 significant digits or so. */
+  function fmtNum(x) {
+    if (!isNum(x)) return dash;
+    if (x < 10) return x.toFixed(2);
+    if (x < 100) return x.toFixed(1);
+    return String(Math.round(x));
+  }
   function fmtRps(x) {
     if (!isNum(x)) return dash;
     return (x < 10 ? x.toFixed(2) : x.toFixed(1)) + '/s';
@@ -496,16 +503,16 @@
   }
 
   function overviewTable(routes) {
-    const sideHead = (label) => h('th', { scope: 'col' }, label, h('br'), pair('legacy', 'candidate'));
+    const sideHead = (label) => h('th', { scope: 'col' }, label, h('br'), pair('legacy', 'candidate', 'sub'));
     const head = h('thead', {}, h('tr', {},
       h('th', { scope: 'col', class: 'l', text: 'route' }),
       h('th', { scope: 'col', class: 'l', text: 'stage' }),
       h('th', { scope: 'col', text: 'weight' }),
       h('th', { scope: 'col', class: 'l', text: 'state' }),
       h('th', { scope: 'col', class: 'l', text: 'progress' }),
-      ['requests', 'req/s', 'error rate', 'p50', 'p99'].map(sideHead),
+      ['requests', 'req/s', 'error rate', 'p50 ms', 'p99 ms'].map(sideHead),
       h('th', { scope: 'col', text: 'match rate' }),
-      h('th', { scope: 'col', class: 'l', text: 'next step blocked by' })));
+      h('th', { scope: 'col', class: 'l', title: 'the gate holding the next step', text: 'blocked by' })));
     const body = h('tbody');
     if (!routes.length) body.append(h('tr', {}, h('td', { class: 'l empty', colspan: 12, text: 'No routes configured.' })));
     for (const r of routes) {
@@ -519,13 +526,13 @@
         h('td', { class: 'l', 'data-field': 'state' }, badge('state', r.state)),
         h('td', { class: 'l' }, progressStrip(r)),
         sides('requests', fmtInt, r.legacy.requests, r.candidate.requests),
-        sides('rps', fmtRps, rates.legacy.rps, rates.candidate.rps),
+        sides('rps', fmtNum, rates.legacy.rps, rates.candidate.rps),
         sides('error_rate', fmtPct, r.legacy.error_rate, r.candidate.error_rate),
-        sides('p50_ms', fmtMs, r.legacy.p50_ms, r.candidate.p50_ms),
-        sides('p99_ms', fmtMs, r.legacy.p99_ms, r.candidate.p99_ms),
+        sides('p50_ms', fmtNum, r.legacy.p50_ms, r.candidate.p50_ms),
+        sides('p99_ms', fmtNum, r.legacy.p99_ms, r.candidate.p99_ms),
         h('td', { 'data-field': 'shadow.match_rate', title: `${fmtInt(shadow.compared)} compared, ${fmtInt(shadow.mismatched)} mismatched, ${fmtInt(shadow.dropped)} dropped` },
           fmtPct(shadow.match_rate)),
-        h('td', { class: 'l' + (r.blocked_by ? ' warn' : ' muted'), 'data-field': 'blocked_by', text: r.blocked_by || dash })));
+        h('td', { class: 'l wrap' + (r.blocked_by ? ' warn' : ' muted'), 'data-field': 'blocked_by', text: r.blocked_by || dash })));
     }
     return h('div', { class: 'scroll' }, h('table', { id: 'routes' }, head, body));
   }
