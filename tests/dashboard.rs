@@ -635,6 +635,45 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
             "document.querySelector('#r-badges')?.dataset.stage === 'shadow'",
         )
         .await;
+
+    // Accept the difference of the sample shown: the accept API stores it.
+    browser
+        .wait_until(
+            "a difference to accept",
+            "document.querySelector('#differences tbody button') !== null",
+        )
+        .await;
+    let path = browser
+        .eval(
+            "document.querySelector('#accept-note').value = 'rounding fixed in v2'; \
+             const row = document.querySelector('#differences tbody tr'); \
+             setTimeout(() => row.querySelector('button').click(), 0); \
+             row.querySelector('[data-field=path]').textContent",
+        )
+        .await;
+    let question = browser.accept_dialog().await;
+    assert!(question.contains("Accept differences"), "{question}");
+    browser
+        .wait_until(
+            "the accepted difference",
+            "document.querySelector('#r-accepted tbody')?.textContent.includes('rounding fixed in v2')",
+        )
+        .await;
+    let exported = client()
+        .get(proxy.admin_url("/api/routes/orders/export?limit=0"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let header: Value =
+        serde_json::from_str(exported.lines().next().expect("a header line")).unwrap();
+    let accepted = &header["accepted"][0];
+    assert_eq!(accepted["note"], "rounding fixed in v2");
+    // The test's only real difference is `$.total` (no array index to generalize).
+    assert_eq!(accepted["path"], path);
+    assert_eq!(accepted["endpoint"], "GET /orders/{id}");
     browser
         .eval("setTimeout(() => document.querySelector('#btn-promote').click(), 0); true")
         .await;
@@ -659,6 +698,29 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
         )
         .await;
     browser.screenshot(&shots.join("route-promoted.png")).await;
+
+    // A refused change shows the API's message: resuming a progressing route is a 409.
+    browser
+        .eval("setTimeout(() => document.querySelector('#btn-resume').click(), 0); true")
+        .await;
+    browser.accept_dialog().await;
+    let notice = browser
+        .wait_until(
+            "the refusal",
+            "(() => { const n = document.querySelector('#notice'); return !n.hidden && n.textContent.startsWith('Refused') ? n.textContent : null; })()",
+        )
+        .await;
+    let refused = client()
+        .post(proxy.admin_url("/api/routes/orders/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(
+        notice,
+        json!(format!("Refused: {}", error["error"].as_str().unwrap()))
+    );
 
     if let Some(docs) = docs_dir() {
         for page in ["overview", "route", "endpoints"] {
@@ -712,5 +774,50 @@ async fn dashboard_asks_for_the_token_and_sends_it() {
         json!(true)
     );
     browser.close().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn dashboard_assets_are_embedded_same_origin_and_host_checked() {
+    let legacy = Backend::named("legacy").await;
+    let candidate = Backend::named("candidate").await;
+    let proxy = Proxy::start(&config(&legacy, &candidate, Some("s3cret"))).await;
+    let http = client();
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+    ] {
+        // No token needed for the page itself: it asks for one when the API answers 401.
+        let response = http.get(proxy.admin_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{path}"
+        );
+        assert!(headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("connect-src 'self'"));
+        let body = response.text().await.unwrap();
+        // Nothing loaded from elsewhere (the SVG namespace is a name, not a fetch).
+        let foreign: Vec<&str> = body
+            .match_indices("http")
+            .map(|(i, _)| &body[i..(i + 40).min(body.len())])
+            .filter(|s| !s.starts_with("http://www.w3.org/2000/svg"))
+            .collect();
+        assert!(foreign.is_empty(), "{path} refers to {foreign:?}");
+        let rebinding = crate::support::raw_exchange(
+            proxy.admin,
+            format!("GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(rebinding.starts_with("HTTP/1.1 421"), "{path}: {rebinding}");
+    }
     proxy.stop().await;
 }

@@ -768,7 +768,7 @@
       h('h3', {}, 'Sample ', h('span', { class: 'mono', text: `#${sample.id}` }), ' ', h('span', { class: 'muted', text: `${sample.endpoint} · ${fmtWhen(sample.at)}` })),
       table([
         { label: 'kind', left: true, cell: (d) => d.kind },
-        { label: 'path', left: true, cell: (d) => h('span', { class: 'mono', text: d.path }) },
+        { label: 'path', left: true, field: 'path', cell: (d) => h('span', { class: 'mono', text: d.path }) },
         { label: 'change', left: true, cell: (d) => d.change },
         { label: 'legacy', left: true, wrap: true, cell: (d) => h('span', { class: 'mono side-l', text: fmtValue(d.legacy) }) },
         { label: 'candidate', left: true, wrap: true, cell: (d) => h('span', { class: 'mono side-c', text: fmtValue(d.candidate) }) },
