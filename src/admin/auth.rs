@@ -1,6 +1,6 @@
 //! Who may talk to the admin API (SPEC §5).
 //!
-//! Three checks, in order, on `/` and `/api/*` (`/healthz`, `/readyz` and
+//! Three checks, in order, on `/`, `/assets/*` and `/api/*` (`/healthz`, `/readyz` and
 //! `/metrics` stay open for load balancers and scrapers):
 //! 1. `Host` must be a loopback name or address, or in `admin.allowed_hosts`
 //!    (421 otherwise): this defeats DNS rebinding.
@@ -22,7 +22,8 @@ use super::AdminState;
 
 pub async fn guard(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let guarded = path == "/" || path.starts_with("/api/") || path == "/api";
+    let guarded =
+        path == "/" || path.starts_with("/api/") || path == "/api" || path.starts_with("/assets/");
     if !guarded {
         return next.run(request).await;
     }

@@ -4,6 +4,7 @@
 //! can drive it with `oneshot` as well as over a socket.
 
 mod auth;
+mod dashboard;
 pub mod diffs;
 mod error;
 mod routes;
@@ -27,7 +28,9 @@ pub struct AdminState {
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
-        .route("/", get(routes::dashboard))
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::app_js))
+        .route("/assets/app.css", get(dashboard::app_css))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,8 @@ pub struct RouteView {
     pub shadow: ShadowSummary,
     /// The gate holding the next step, or null.
     pub blocked_by: Option<String>,
+    /// The canary steps (`rollout.steps`), for the dashboard's progress strip.
+    pub steps: Vec<f64>,
 }
 
 /// One route with its gates (`GET /api/routes/{name}`).
@@ -90,6 +92,7 @@ fn route_view(runtime: &Runtime, route: &RouteRuntime) -> (RouteView, Evaluation
         candidate: SideSummary::from(&stage.candidate),
         shadow: window.shadow.summary(),
         blocked_by: evaluation.blocked_by.clone(),
+        steps: route.config.rollout.steps.clone(),
     };
     (view, evaluation)
 }
@@ -316,8 +319,4 @@ pub async fn reload(
 
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such admin endpoint")
-}
-
-pub async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
 }
