@@ -50,7 +50,11 @@ struct Service {
 /// `GET /api/orders/{id}` of both services.
 async fn order(State(service): State<Service>, Path(id): Path<u64>) -> Response {
     if service.rewrite && service.behaviour.failing.load(Ordering::Relaxed) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "database connection pool exhausted").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database connection pool exhausted",
+        )
+            .into_response();
     }
     let n = service.counter.fetch_add(1, Ordering::Relaxed);
     let items = (id % 3 + 1) as usize;
@@ -190,7 +194,10 @@ impl Tour {
     }
 
     async fn post(&self, verb: &str) -> anyhow::Result<Value> {
-        Ok(self.admin.post(&format!("/api/routes/orders/{verb}"), None).await?)
+        Ok(self
+            .admin
+            .post(&format!("/api/routes/orders/{verb}"), None)
+            .await?)
     }
 
     /// Waits until the route satisfies `done`, printing each new stage.
@@ -198,9 +205,17 @@ impl Tour {
         let mut last = String::new();
         for _ in 0..600 {
             let route = self.route().await?;
-            let now = format!("{} {}% {}", route["stage"].as_str().unwrap_or("?"), route["weight"], route["state"].as_str().unwrap_or("?"));
+            let now = format!(
+                "{} {}% {}",
+                route["stage"].as_str().unwrap_or("?"),
+                route["weight"],
+                route["state"].as_str().unwrap_or("?")
+            );
             if now != last {
-                self.say(&format!("  orders: {now}  (next step held by: {})", route["blocked_by"].as_str().unwrap_or("nothing")));
+                self.say(&format!(
+                    "  orders: {now}  (next step held by: {})",
+                    route["blocked_by"].as_str().unwrap_or("nothing")
+                ));
                 last = now;
             }
             if done(&route) {
@@ -208,7 +223,10 @@ impl Tour {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        anyhow::bail!("the demo waited two minutes for {what}; the route is {}", self.route().await?)
+        anyhow::bail!(
+            "the demo waited two minutes for {what}; the route is {}",
+            self.route().await?
+        )
     }
 }
 
@@ -240,8 +258,11 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
 
     let dir = tempfile_dir()?;
     let config_path = dir.join("strangler.toml");
-    std::fs::write(&config_path, configuration(legacy, candidate, &dir.join("strangler.db")))
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    std::fs::write(
+        &config_path,
+        configuration(legacy, candidate, &dir.join("strangler.db")),
+    )
+    .with_context(|| format!("cannot write {}", config_path.display()))?;
     let env: Arc<dyn EnvSource + Send + Sync> = Arc::new(config::ProcessEnv);
     let loaded = config::load(&config_path, env.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = App::start(loaded.config, config_path.clone(), env, Some("demo".into())).await?;
@@ -250,7 +271,10 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
         started: tokio::time::Instant::now(),
     };
     println!("strangler demo: legacy orders service on {legacy}, its rewrite on {candidate}");
-    println!("proxy on http://{}, dashboard on http://{}/", app.proxy_addr, app.admin_addr);
+    println!(
+        "proxy on http://{}, dashboard on http://{}/",
+        app.proxy_addr, app.admin_addr
+    );
     println!("configuration and store in {}\n", dir.display());
     drive_traffic(app.proxy_addr, shutdown.clone());
 
@@ -268,10 +292,14 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
         ));
     }
 
-    tour.say("2. Shadow: legacy still answers; every request is also sent to the rewrite and compared.");
+    tour.say(
+        "2. Shadow: legacy still answers; every request is also sent to the rewrite and compared.",
+    );
     tour.post("promote").await?;
     let route = tour
-        .wait_for("comparisons", |r| r["shadow"]["compared"].as_u64().unwrap_or(0) >= 60)
+        .wait_for("comparisons", |r| {
+            r["shadow"]["compared"].as_u64().unwrap_or(0) >= 60
+        })
         .await?;
     tour.say(&format!(
         "  match rate {:.1}% over {} comparisons: the rewrite differs",
@@ -280,7 +308,11 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     ));
     let diffs = tour.admin.get("/api/routes/orders/diffs?limit=1").await?;
     if let Some(diff) = diffs.as_array().and_then(|d| d.first()) {
-        tour.say(&format!("  a stored mismatch: {} {}", diff["method"].as_str().unwrap_or("?"), diff["path"].as_str().unwrap_or("?")));
+        tour.say(&format!(
+            "  a stored mismatch: {} {}",
+            diff["method"].as_str().unwrap_or("?"),
+            diff["path"].as_str().unwrap_or("?")
+        ));
         for d in diff["differences"].as_array().into_iter().flatten() {
             tour.say(&format!(
                 "    {} {}: legacy {} vs rewrite {}",
@@ -299,18 +331,26 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     tour.post("promote").await?;
 
     tour.say("4. Canary: the controller promotes by itself while every gate holds.");
-    tour.wait_for("the 50% canary step", |r| r["stage"] == "canary" && r["weight"] == 50.0)
-        .await?;
+    tour.wait_for("the 50% canary step", |r| {
+        r["stage"] == "canary" && r["weight"] == 50.0
+    })
+    .await?;
 
     tour.say("5. A fault is injected in the rewrite: its answers become 500s.");
     behaviour.failing.store(true, Ordering::Relaxed);
-    let route = tour.wait_for("the automatic rollback", |r| r["state"] == "rolled_back").await?;
-    tour.say(&format!("  rolled back automatically: {}", route["reason"].as_str().unwrap_or("?")));
+    let route = tour
+        .wait_for("the automatic rollback", |r| r["state"] == "rolled_back")
+        .await?;
+    tour.say(&format!(
+        "  rolled back automatically: {}",
+        route["reason"].as_str().unwrap_or("?")
+    ));
 
     tour.say("6. The fault is fixed; a person resumes the rollout from shadow.");
     behaviour.failing.store(false, Ordering::Relaxed);
     tour.post("resume").await?;
-    tour.wait_for("completion", |r| r["state"] == "complete").await?;
+    tour.wait_for("completion", |r| r["state"] == "complete")
+        .await?;
     tour.say("  100% of users are on the rewrite; the rollout is complete.");
 
     let report = tour.admin.get("/api/report").await?;

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod dashboard;
+mod demo;
 mod errors;
 mod hygiene;
 mod lifecycle;
