@@ -168,3 +168,111 @@ async fn client_commands_drive_the_admin_api() {
     assert_eq!(out.status.code(), Some(1));
     proxy.stop().await;
 }
+
+/// Starts the binary on fixed free ports and waits until it is ready.
+async fn spawn_binary(
+    dir: &tempfile::TempDir,
+    routes: &str,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (proxy, admin) = (free(), free());
+    let text = format!(
+        "[server]\nlisten = \"{proxy}\"\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"{admin}\"\n[store]\nurl = \"sqlite://{}\"\n{routes}",
+        dir.path().join("s.db").display()
+    );
+    let path = write(dir, &text);
+    let child = strangler()
+        .args(["run", "-c"])
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return (child, proxy, admin);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("strangler did not become ready");
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_sigterm_drains_then_exits_0() {
+    let slow = Backend::start(|_req| async {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        http::Response::new(crate::support::backend::full("slow"))
+    })
+    .await;
+    let candidate = Backend::named("candidate").await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = |stage: &str| {
+        format!(
+            "{}[[routes]]\nname = \"orders\"\npath_prefix = \"/orders\"\nlegacy = \"legacy\"\ncandidate = \"candidate\"\nstage = \"{stage}\"\n[routes.shadow]\nsample = 0.0\n",
+            upstreams(slow.addr, candidate.addr)
+        )
+    };
+    let (mut child, proxy, admin) = spawn_binary(&dir, &routes("legacy")).await;
+
+    // SIGHUP: a new route appears without a restart.
+    let path = dir.path().join("strangler.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("[[routes]]", "[[routes]]\nname = \"new\"\npath = \"/new\"\nlegacy = \"candidate\"\ncandidate = \"candidate\"\n\n[[routes]]")).unwrap();
+    signal(&child, "HUP");
+    let mut seen = false;
+    for _ in 0..100 {
+        let routes: serde_json::Value = reqwest::get(format!("http://{admin}/api/routes"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "new")
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "SIGHUP reloaded the configuration");
+
+    // SIGTERM with a request in flight: it is answered, then the process exits 0.
+    let in_flight = tokio::spawn(async move {
+        reqwest::get(format!("http://{proxy}/orders/1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    signal(&child, "TERM");
+    assert_eq!(in_flight.await.unwrap(), "slow");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
