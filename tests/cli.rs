@@ -205,6 +205,9 @@ async fn spawn_binary(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("strangler did not become ready");
 }
 
