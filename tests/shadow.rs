@@ -83,6 +83,48 @@ async fn route_until(proxy: &Proxy, route: &str, done: impl Fn(&Value) -> bool) 
     panic!("route never reached the expected state: {value:#}");
 }
 
+/// Stored mismatches of `items`, polled until at least `n` are there (the
+/// store writer is asynchronous).
+async fn stored_diffs(proxy: &Proxy, n: usize) -> Value {
+    let url = proxy.admin_url(&format!("/api/routes/items/diffs?limit={}", n.max(20)));
+    let mut diffs = Value::Null;
+    for _ in 0..100 {
+        diffs = client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if diffs.as_array().is_some_and(|d| d.len() >= n) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    diffs
+}
+
+/// The export of `items`, polled until it has at least `lines` lines.
+async fn export_lines(proxy: &Proxy, lines: usize) -> String {
+    let mut export = String::new();
+    for _ in 0..100 {
+        export = client()
+            .get(proxy.admin_url("/api/routes/items/export"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if export.lines().count() >= lines {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    export
+}
+
 async fn metrics(proxy: &Proxy) -> String {
     client()
         .get(proxy.admin_url("/metrics"))
@@ -124,21 +166,7 @@ async fn shadow_answers_from_legacy_and_keeps_the_differences() {
         .contains(r#"strangler_shadow_comparisons_total{route="items",result="mismatch"} 5"#));
 
     // The mismatches are stored (the writer is asynchronous: poll).
-    let mut diffs = Value::Null;
-    for _ in 0..100 {
-        diffs = http
-            .get(proxy.admin_url("/api/routes/items/diffs?limit=3"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if diffs.as_array().is_some_and(|d| d.len() == 3) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let diffs = stored_diffs(&proxy, 3).await;
     let first = &diffs[0];
     assert_eq!(first["endpoint"], "GET /items/{id}");
     assert_eq!(first["method"], "GET");
@@ -434,21 +462,7 @@ async fn bodies_over_the_buffer_are_compared_by_hash() {
         .await
         .unwrap();
     route_until(&proxy, "items", |r| r["shadow"]["mismatched"] == 1).await;
-    let mut diffs = Value::Null;
-    for _ in 0..100 {
-        diffs = client()
-            .get(proxy.admin_url("/api/routes/items/diffs"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if diffs.as_array().is_some_and(|d| !d.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let diffs = stored_diffs(&proxy, 1).await;
     let body_diff = diffs[0]["differences"]
         .as_array()
         .unwrap()
@@ -483,21 +497,7 @@ async fn stored_exchanges_are_redacted() {
         .send()
         .await
         .unwrap();
-    let mut export = String::new();
-    for _ in 0..100 {
-        export = client()
-            .get(proxy.admin_url("/api/routes/items/export"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if export.lines().count() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let export = export_lines(&proxy, 2).await;
     let exchange: Value =
         serde_json::from_str(export.lines().nth(1).expect("one exchange stored")).unwrap();
     let request = &exchange["request"];
@@ -538,21 +538,7 @@ async fn replay_exits_3_on_differences_and_0_once_fixed() {
             .await
             .unwrap();
     }
-    let mut export = String::new();
-    for _ in 0..100 {
-        export = client()
-            .get(proxy.admin_url("/api/routes/items/export"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if export.lines().count() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let export = export_lines(&proxy, 4).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("items.jsonl");
     std::fs::write(&file, &export).unwrap();
@@ -728,21 +714,7 @@ async fn a_gzip_bomb_is_not_expanded() {
     let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow", "")).await;
     client().get(proxy.url("/items/1")).send().await.unwrap();
     route_until(&proxy, "items", |r| r["shadow"]["mismatched"] == 1).await;
-    let mut diffs = Value::Null;
-    for _ in 0..100 {
-        diffs = client()
-            .get(proxy.admin_url("/api/routes/items/diffs"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if diffs.as_array().is_some_and(|d| !d.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let diffs = stored_diffs(&proxy, 1).await;
     let body = diffs[0]["differences"]
         .as_array()
         .unwrap()
@@ -834,20 +806,10 @@ async fn a_secret_sent_by_the_client_is_nowhere_in_the_database_file() {
         .send()
         .await
         .unwrap();
-    for _ in 0..100 {
-        let diffs: Value = client()
-            .get(proxy.admin_url("/api/routes/items/diffs"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if diffs.as_array().is_some_and(|d| !d.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(
+        stored_diffs(&proxy, 1).await.as_array().map(Vec::len),
+        Some(1)
+    );
     let db = proxy.config_path.with_file_name("strangler.db");
     // Stop the proxy but keep its folder (and database) until read.
     let mut proxy = proxy;
