@@ -65,9 +65,12 @@ async fn order(State(service): State<Service>, Path(id): Path<u64>) -> Response 
     } else {
         subtotal + tax
     };
-    Json(json!({
+    let server = server_name(&service);
+    let body = Json(json!({
         "id": id,
         "status": "shipped",
+        "created_at": format!("2026-11-{:02}T09:{:02}:00Z", id % 28 + 1, id % 60),
+        "generated_at": now(),
         "items": (0..items).map(|i| json!({"sku": format!("SKU-{}", id * 10 + i as u64), "qty": 1})).collect::<Vec<_>>(),
         "subtotal": subtotal,
         "tax": tax,
@@ -75,8 +78,71 @@ async fn order(State(service): State<Service>, Path(id): Path<u64>) -> Response 
         "currency": "EUR",
         // Differs between two legacy answers too: noise, not a bug.
         "request_id": format!("{:x}", (n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id),
-    }))
-    .into_response()
+    }));
+    ([("server", server)], body).into_response()
+}
+
+/// The moment of an answer, RFC 3339: differs on every call, and the demo's
+/// `ignore_json` rule says so.
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// The server header differs between the two builds: a harmless difference
+/// that the default `ignore_headers` leave out.
+fn server_name(service: &Service) -> &'static str {
+    if service.rewrite {
+        "orders-rs/0.1"
+    } else {
+        "orders-java/8.4"
+    }
+}
+
+/// `GET /api/inventory/{sku}`: stock levels, identical in both builds.
+async fn inventory(State(service): State<Service>, Path(sku): Path<String>) -> Response {
+    if service.rewrite && service.behaviour.failing.load(Ordering::Relaxed) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database connection pool exhausted",
+        )
+            .into_response();
+    }
+    let seed = sku.bytes().map(u64::from).sum::<u64>();
+    (
+        [("server", server_name(&service))],
+        Json(json!({
+            "sku": sku,
+            "warehouses": [
+                {"id": "ams-1", "available": seed % 50, "reserved": seed % 7},
+                {"id": "fra-2", "available": seed % 30, "reserved": 0},
+            ],
+            "generated_at": now(),
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /api/payments/{id}`: a payment with money amounts and timestamps.
+async fn payment(State(service): State<Service>, Path(id): Path<u64>) -> Response {
+    if service.rewrite && service.behaviour.failing.load(Ordering::Relaxed) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database connection pool exhausted",
+        )
+            .into_response();
+    }
+    (
+        [("server", server_name(&service))],
+        Json(json!({
+            "id": id,
+            "order_id": id * 3 % 1000,
+            "amount": {"value": 12.5 + (id % 40) as f64, "currency": "EUR"},
+            "method": if id % 2 == 0 { "card" } else { "sepa" },
+            "captured_at": format!("2026-11-{:02}T10:{:02}:00Z", id % 28 + 1, id % 60),
+            "generated_at": now(),
+        })),
+    )
+        .into_response()
 }
 
 async fn health() -> &'static str {
@@ -86,6 +152,8 @@ async fn health() -> &'static str {
 async fn serve(service: Service, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
     let router = Router::new()
         .route("/api/orders/{id}", get(order))
+        .route("/api/inventory/{sku}", get(inventory))
+        .route("/api/payments/{id}", get(payment))
         .route("/healthz", get(health))
         .with_state(service);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -120,7 +188,7 @@ health_interval = "1s"
 
 [[routes]]
 name = "orders"
-path_prefix = "/api/orders"
+path_prefix = "/api"
 legacy = "legacy"
 candidate = "candidate"
 stage = "legacy"
@@ -130,12 +198,13 @@ sticky = "header:x-user-id"
 noise_sample = 0.5
 
 [routes.compare]
-ignore_headers = ["date", "server", "x-request-id", "content-length"]
+ignore_headers = ["date", "server", "x-request-id"]
+ignore_json = ["$..generated_at"]
 
 [routes.rollout]
-steps = [10, 50, 100]
+steps = [1, 10, 50, 100]
 interval = "3s"
-min_requests = 40
+min_requests = 20
 min_match_rate = 0.95
 max_error_rate = 0.05
 max_error_rate_increase = 0.05
@@ -157,11 +226,16 @@ fn drive_traffic(proxy: SocketAddr, shutdown: CancellationToken) {
             if shutdown.is_cancelled() {
                 return;
             }
-            let batch = (0..8).map(|_| {
+            let batch = (0..12).map(|_| {
                 n += 1;
                 let id = (n * 7919) % 1000;
-                let user = n % 300;
-                let request = http::Request::get(format!("http://{proxy}/api/orders/{id}"))
+                let user = (n * 104_729) % 2000;
+                let path = match n % 6 {
+                    0..=2 => format!("/api/orders/{id}"),
+                    3 | 4 => format!("/api/inventory/SKU-{}", id % 97),
+                    _ => format!("/api/payments/{id}"),
+                };
+                let request = http::Request::get(format!("http://{proxy}{path}"))
                     .header("x-user-id", format!("user-{user}"))
                     .body(Empty::<Bytes>::new());
                 let client = client.clone();
@@ -184,9 +258,20 @@ struct Tour {
     started: tokio::time::Instant,
 }
 
+/// The phases, for the progress strip.
+const PHASES: u32 = 6;
+
 impl Tour {
     fn say(&self, text: &str) {
         println!("[{:>5.1}s] {text}", self.started.elapsed().as_secs_f64());
+    }
+
+    /// One line per phase, with a progress strip.
+    fn phase(&self, number: u32, text: &str) {
+        let done = "■".repeat(number as usize);
+        let todo = "□".repeat((PHASES - number) as usize);
+        println!();
+        self.say(&format!("{done}{todo} {number}/{PHASES} {text}"));
     }
 
     async fn route(&self) -> anyhow::Result<Value> {
@@ -278,7 +363,10 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     println!("configuration and store in {}\n", dir.display());
     drive_traffic(app.proxy_addr, shutdown.clone());
 
-    tour.say("1. Measure: every request goes to legacy; strangler counts what matters.");
+    tour.phase(
+        1,
+        "Measure: every request goes to legacy; strangler counts what matters.",
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let endpoints = tour.admin.get("/api/endpoints").await?;
     for e in endpoints.as_array().into_iter().flatten().take(3) {
@@ -292,8 +380,9 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
         ));
     }
 
-    tour.say(
-        "2. Shadow: legacy still answers; every request is also sent to the rewrite and compared.",
+    tour.phase(
+        2,
+        "Shadow: legacy still answers; every request is also sent to the rewrite and compared.",
     );
     tour.post("promote").await?;
     let route = tour
@@ -323,20 +412,32 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
             ));
         }
     }
-    tour.say("  (request_id differs between two legacy answers too: strangler learns it as noise, not a bug)");
+    tour.say("  (request_id differs between two legacy answers too: strangler learns it as noise, not a bug;");
+    tour.say(
+        "   generated_at and the server header differ by design: the compare rules ignore them)",
+    );
 
-    tour.say("3. The rewrite is fixed and redeployed; the shadow window starts again.");
+    tour.phase(
+        3,
+        "The rewrite is fixed and redeployed; the shadow window starts again.",
+    );
     behaviour.forgets_tax.store(false, Ordering::Relaxed);
     tour.post("reset").await?;
     tour.post("promote").await?;
 
-    tour.say("4. Canary: the controller promotes by itself while every gate holds.");
+    tour.phase(
+        4,
+        "Canary 1% → 10% → 50%: the controller promotes by itself while every gate holds.",
+    );
     tour.wait_for("the 50% canary step", |r| {
         r["stage"] == "canary" && r["weight"] == 50.0
     })
     .await?;
 
-    tour.say("5. A fault is injected in the rewrite: its answers become 500s.");
+    tour.phase(
+        5,
+        "A fault is injected in the rewrite: its answers become 500s.",
+    );
     behaviour.failing.store(true, Ordering::Relaxed);
     let route = tour
         .wait_for("the automatic rollback", |r| r["state"] == "rolled_back")
@@ -346,7 +447,10 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
         route["reason"].as_str().unwrap_or("?")
     ));
 
-    tour.say("6. The fault is fixed; a person resumes the rollout from shadow.");
+    tour.phase(
+        6,
+        "The fault is fixed; a person resumes the rollout from shadow.",
+    );
     behaviour.failing.store(false, Ordering::Relaxed);
     tour.post("resume").await?;
     tour.wait_for("completion", |r| r["state"] == "complete")
