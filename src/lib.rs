@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod compare;
 pub mod config;
+pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod notify;
