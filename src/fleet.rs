@@ -471,9 +471,12 @@ async fn lease_loop(runtime: Arc<Runtime>, shutdown: CancellationToken) {
                 }
                 epoch = Some(fence.epoch);
                 *lock(&fleet.lease) = Some(Lease {
-                    fence,
+                    fence: fence.clone(),
                     valid_until: sent + LEASE_TTL - LEASE_MARGIN,
                 });
+                if let Err(error) = runtime.persist_missing_states(&fence).await {
+                    tracing::warn!(%error, "could not write the initial rollout states");
+                }
             }
             Ok(None) => {
                 if fleet.drop_lease() {

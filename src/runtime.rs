@@ -654,6 +654,37 @@ impl Runtime {
         Ok(())
     }
 
+    /// The leader writes the state of every route that has none yet (a
+    /// new fleet, a route added by a reload), so that every instance opens
+    /// the stage's window at the same time and their counts add up.
+    pub async fn persist_missing_states(&self, fence: &Fence) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let store = self.store.store();
+        let rows = fleet::within(store.load_route_states()).await?;
+        let snapshot = self.snapshot.load_full();
+        for route in &snapshot.routes {
+            let name = &route.config.name;
+            if rows.iter().any(|r| r.route == *name) || self.fleet.has_pending(name) {
+                continue;
+            }
+            let status = route.control.status.load_full();
+            let row = RouteStateRow {
+                route: name.clone(),
+                stage: status.stage,
+                weight: status.weight,
+                state: status.state,
+                reason: (**route.control.reason.load()).clone(),
+                stage_started_at_ms: route.control.window.load().opened_at_ms,
+                window: None,
+                updated_at_ms: now_ms(),
+            };
+            if !fleet::within(store.save_route_state_fenced(&row, fence)).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Takes the fleet's persisted state of one route (or all) into the
     /// local controls: another instance changed it. A route without a
     /// persisted state goes back to the file's values; a stage or weight

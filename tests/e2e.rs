@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod errors;
+mod fleet;
 mod hygiene;
 mod lifecycle;
 mod protocols;

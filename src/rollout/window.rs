@@ -1000,6 +1000,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn figures_of_several_windows_add_up_through_their_reports() {
+        let a = Window::open(Duration::ZERO, Duration::from_secs(30), 5);
+        let b = Window::open(Duration::ZERO, Duration::from_secs(30), 5);
+        let both = Window::open(Duration::ZERO, Duration::from_secs(30), 5);
+        for i in 1..=40u64 {
+            let (w, outcome) = if i % 2 == 0 {
+                (&a, ok())
+            } else {
+                (&b, error())
+            };
+            for w in [w, &both] {
+                w.record(Side::Candidate, Duration::from_millis(i), outcome);
+                w.record(Side::Legacy, Duration::from_millis(i / 2 + 1), ok());
+                w.record_comparison(&Arc::from("GET /a"), "match");
+                w.record_mirror_latency(Duration::from_millis(i));
+            }
+        }
+        let rollback = Duration::from_secs(30);
+        let mut sum = a.figures(rollback);
+        let json = serde_json::to_value(b.figures(rollback).report()).unwrap();
+        let report: WindowReport = serde_json::from_value(json).unwrap();
+        sum.add(&Figures::from_report(&report));
+        let whole = both.figures(rollback);
+        assert_eq!(sum.stage(), whole.stage());
+        assert_eq!(sum.recent(), whole.recent());
+        assert_eq!(sum.recent(), both.recent(rollback));
+        assert_eq!(sum.endpoints(), both.shadow.endpoints());
+        assert_eq!(sum.mirror_p99(), both.shadow.mirror_p99());
+        assert_eq!(sum.stage().candidate.errors, 20);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn persisted_totals_survive_a_round_trip() {
         let w = Window::open(Duration::ZERO, Duration::from_secs(30), 1_000);
         for i in 1..=50u64 {
