@@ -114,6 +114,8 @@ pub struct Fleet {
     /// Other instances' fresh reports, by route.
     peers: Mutex<HashMap<String, Vec<Peer>>>,
     pending: Mutex<Vec<PendingRollback>>,
+    /// The last events read, by route filter (reads while the store is lost).
+    events: Mutex<HashMap<Option<String>, Vec<EventRow>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -146,6 +148,7 @@ impl Fleet {
             instances: ArcSwap::from_pointee(Vec::new()),
             peers: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
+            events: Mutex::new(HashMap::new()),
         }
     }
 
@@ -205,6 +208,30 @@ impl Fleet {
 
     pub(crate) fn push_pending(&self, event: EventRow) {
         lock(&self.pending).push(PendingRollback { event });
+    }
+
+    pub(crate) fn remember_events(&self, route: Option<String>, events: &[EventRow]) {
+        lock(&self.events).insert(route, events.to_vec());
+    }
+
+    /// The last events read for this filter, with the local rollbacks not
+    /// yet recorded first.
+    pub(crate) fn remembered_events(
+        &self,
+        route: &Option<String>,
+        limit: u32,
+    ) -> Option<Vec<EventRow>> {
+        let cached = lock(&self.events).get(route).cloned()?;
+        let pending = lock(&self.pending);
+        let mut events: Vec<EventRow> = pending
+            .iter()
+            .rev()
+            .filter(|p| route.as_ref().is_none_or(|r| *r == p.event.route))
+            .map(|p| p.event.clone())
+            .collect();
+        events.extend(cached);
+        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Some(events)
     }
 
     /// Notes a store failure; true when it is news (the store was fine).

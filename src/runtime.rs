@@ -824,7 +824,29 @@ impl Runtime {
         route: Option<&str>,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError> {
-        self.store.store().events(route, limit).await
+        if !self.fleet.shared() {
+            return self.store.store().events(route, limit).await;
+        }
+        // A fleet answers from the last read while its store is lost.
+        let key = route.map(str::to_string);
+        let read = if self.fleet.store_ok() {
+            fleet::within(self.store.store().events(route, limit)).await
+        } else {
+            Err(StoreError::Unavailable {
+                location: "(fleet store)".into(),
+                reason: "lost".into(),
+            })
+        };
+        match read {
+            Ok(events) => {
+                self.fleet.remember_events(key, &events);
+                Ok(events)
+            }
+            Err(error) if error.is_unavailable() => {
+                self.fleet.remembered_events(&key, limit).ok_or(error)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Sets `strangler_route_weight` and `strangler_route_stage` from the live status.
