@@ -55,6 +55,9 @@ pub const PERIOD: Duration = Duration::from_secs(1);
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// Reports older than this (by the database's clock) leave the sum.
 pub const FRESH_WITHIN: Duration = Duration::from_secs(3);
+/// Instances seen within this long count when comparing configuration
+/// hashes.
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(10);
 /// The longest a fleet operation may take before the store counts as lost.
 pub const OP_DEADLINE: Duration = Duration::from_secs(2);
 /// The lease is trusted locally until this long before it would expire,
@@ -144,7 +147,8 @@ impl Fleet {
             shared,
             lease: Mutex::new(None),
             store_ok: AtomicBool::new(true),
-            hashes_agree: AtomicBool::new(true),
+            // Not known before the registry was read once.
+            hashes_agree: AtomicBool::new(!shared),
             instances: ArcSwap::from_pointee(Vec::new()),
             peers: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
@@ -232,6 +236,29 @@ impl Fleet {
         events.extend(cached);
         events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Some(events)
+    }
+
+    /// Notes whether the live instances' configuration hashes agree, from
+    /// a fresh read of the registry; returns it.
+    pub fn note_hashes(&self, instances: &[InstanceInfo]) -> bool {
+        // Generous, so that a late heartbeat does not let a promotion
+        // through.
+        let fresh_ms = i64::try_from(ALIVE_WITHIN.as_millis()).unwrap_or(i64::MAX);
+        let mut hashes = instances
+            .iter()
+            .filter(|i| i.seen_ago_ms <= fresh_ms)
+            .map(|i| i.config_hash.as_str());
+        let first = hashes.next();
+        let agree = hashes.all(|h| Some(h) == first);
+        let before = self.hashes_agree.swap(agree, Ordering::AcqRel);
+        if before && !agree {
+            tracing::warn!(
+                "the fleet's instances run different configurations: no promotion until they agree"
+            );
+        } else if !before && agree {
+            tracing::info!("the fleet's instances agree on the configuration");
+        }
+        agree
     }
 
     /// Notes a store failure; true when it is news (the store was fine).
@@ -384,21 +411,7 @@ async fn report_loop(runtime: Arc<Runtime>, shutdown: CancellationToken) {
         }
         match within(store.instances()).await {
             Ok(instances) => {
-                let fresh_ms = i64::try_from(FRESH_WITHIN.as_millis()).unwrap_or(i64::MAX);
-                let mut hashes = instances
-                    .iter()
-                    .filter(|i| i.seen_ago_ms <= fresh_ms)
-                    .map(|i| i.config_hash.as_str());
-                let first = hashes.next();
-                let agree = hashes.all(|h| Some(h) == first);
-                let before = fleet.hashes_agree.swap(agree, Ordering::AcqRel);
-                if before && !agree {
-                    tracing::warn!(
-                        "the fleet's instances run different configurations: no promotion until they agree"
-                    );
-                } else if !before && agree {
-                    tracing::info!("the fleet's instances agree on the configuration again");
-                }
+                fleet.note_hashes(&instances);
                 fleet.instances.store(Arc::new(instances));
             }
             Err(error) => tracing::warn!(%error, "could not read the instance registry"),

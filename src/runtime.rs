@@ -365,6 +365,14 @@ impl Runtime {
                 }
             }
         }
+        if self.fleet.shared() && command != Command::Rollback {
+            // Checked again at the moment of promoting: an instance with
+            // another configuration may have joined within the last second.
+            let instances = fleet::within(self.store.store().instances()).await.ok()?;
+            if !self.fleet.note_hashes(&instances) {
+                return None;
+            }
+        }
         let fence = self.fleet.shared().then_some(fence);
         match self
             .transition(

@@ -769,6 +769,11 @@ async fn fleet_no_promotion_while_the_configuration_hashes_differ() {
     let b = Member::start("fleet-b", &db.url, &format!("# edited\n{body}"));
     a.ready().await;
     b.ready().await;
+    wait_for(Duration::from_secs(10), "both instances listed", || async {
+        let list = a.get("/api/instances").await;
+        (list.as_array()?.len() == 2).then_some(list)
+    })
+    .await;
     let http = client();
     let blocked = wait_for(Duration::from_secs(15), "blocked by config_hash", || {
         let http = http.clone();
