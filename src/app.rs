@@ -28,6 +28,7 @@ pub struct App {
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
     controller_task: JoinHandle<()>,
+    fleet_task: JoinHandle<()>,
 }
 
 impl App {
@@ -55,6 +56,10 @@ impl App {
         let store = store::open(&config.store.url).await?;
         let shutdown = CancellationToken::new();
         let runtime = Runtime::start(config, instance_id, store, shutdown.clone()).await?;
+        crate::fleet::register(&runtime)
+            .await
+            .context("cannot register this instance in the store")?;
+        crate::fleet::restore_own_windows(&runtime).await;
 
         let proxy_task = tokio::spawn(server::serve(
             proxy_listener,
@@ -80,6 +85,7 @@ impl App {
         tokio::spawn(prune_store(runtime.clone(), shutdown.clone()));
         tokio::spawn(flush_measure(runtime.clone(), shutdown.clone()));
         let controller_task = controller::spawn(runtime.clone(), shutdown.clone());
+        let fleet_task = crate::fleet::spawn(runtime.clone(), shutdown.clone());
         // The configuration is loaded and the store was reached.
         runtime.set_ready();
         tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "strangler is serving");
@@ -91,6 +97,7 @@ impl App {
             proxy_task,
             admin_task,
             controller_task,
+            fleet_task,
         })
     }
 
@@ -107,6 +114,8 @@ impl App {
         let _ = self.admin_task.await;
         // The controller saves the windows on its way out.
         let _ = self.controller_task.await;
+        // Then the fleet's lead is released, for a quick takeover.
+        let _ = self.fleet_task.await;
     }
 
     /// Cancels and waits.

@@ -387,7 +387,7 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     tour.post("promote").await?;
     let route = tour
         .wait_for("comparisons", |r| {
-            r["shadow"]["compared"].as_u64().unwrap_or(0) >= 60
+            r["shadow"]["compared"].as_u64().unwrap_or(0) >= 200
         })
         .await?;
     tour.say(&format!(

@@ -8,6 +8,7 @@ pub mod client;
 pub mod compare;
 pub mod config;
 pub mod demo;
+pub mod fleet;
 pub mod health;
 pub mod measure;
 pub mod metrics;

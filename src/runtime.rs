@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compare::{Accepted, CompareError, EndpointTemplates, NoiseModel, Redactor, Rules};
 use crate::config::{Config, RouteConfig, Stage};
+use crate::fleet::{self, Fleet};
 use crate::health::{HealthChecker, HealthStatus};
 use crate::measure::Measure;
 use crate::metrics::{Metrics, Name, RouteLabels, RouteStageLabels, TransitionLabels};
@@ -37,7 +38,7 @@ use crate::routing::RoutingTable;
 use crate::shadow::tee::MemoryBudget;
 use crate::shadow::RouteShadow;
 use crate::store::writer::StoreHandle;
-use crate::store::{EventRow, RouteStateRow, Store, StoreError};
+use crate::store::{EventRow, Fence, RouteStateRow, Store, StoreError};
 
 /// The route name used for requests that match no route.
 pub const DEFAULT_ROUTE: &str = "_default";
@@ -145,6 +146,13 @@ pub enum ControlError {
     UnknownRoute(String),
     #[error(transparent)]
     Conflict(#[from] Conflict),
+    /// A fleet's store did not take the change (SPEC §9: writes answer
+    /// 503 while it is lost); nothing changed.
+    #[error("the fleet's store is unreachable, nothing was changed: {0}")]
+    StoreUnavailable(String),
+    /// A fenced write was refused: another instance leads the fleet.
+    #[error("this instance no longer leads the fleet")]
+    NotLeader,
 }
 
 /// Everything shared between the proxy, the admin API and the controller.
@@ -169,6 +177,8 @@ pub struct Runtime {
     pub criteria_client: criteria::HttpClient,
     pub instance_id: String,
     pub started_at: SystemTime,
+    /// The fleet this instance belongs to (alone with SQLite).
+    pub fleet: Fleet,
 }
 
 impl Runtime {
@@ -182,6 +192,7 @@ impl Runtime {
         shutdown: CancellationToken,
     ) -> Result<Arc<Runtime>, BuildError> {
         let metrics = Metrics::new();
+        let shared = store.shared();
         let mut controls = HashMap::new();
         for row in store.load_route_states().await? {
             let status = RouteStatus {
@@ -205,6 +216,10 @@ impl Runtime {
                 .and_then(|w| serde_json::from_value::<PersistedWindow>(w.clone()).ok());
             let window = match saved {
                 Some(saved) => Window::restore(&saved, warmup, rollback_window, now_ms()),
+                // A fleet's stage began when its transition was written.
+                None if shared => {
+                    Window::open_at(warmup, rollback_window, row.stage_started_at_ms, now_ms())
+                }
                 None => Window::open(warmup, rollback_window, row.stage_started_at_ms),
             };
             let control = RouteControl::new(status, window);
@@ -247,6 +262,7 @@ impl Runtime {
             notifier,
             measure: Measure::default(),
             criteria_client: criteria::http_client(),
+            fleet: Fleet::new(instance_id.clone(), shared),
             instance_id,
             started_at: SystemTime::now(),
         });
@@ -280,16 +296,19 @@ impl Runtime {
             let mut now = from.clone();
             now.state = RolloutState::Paused;
             self.persist_status(&route, &now, Some(reason.into())).await;
-            self.record_event(Event {
-                at: now_rfc3339(),
-                route,
-                from: from.stage,
-                to: from.stage,
-                weight: from.weight,
-                state: RolloutState::Paused,
-                reason: reason.into(),
-                actor: Actor::Admin,
-            })
+            self.record_event(
+                Event {
+                    at: now_rfc3339(),
+                    route,
+                    from: from.stage,
+                    to: from.stage,
+                    weight: from.weight,
+                    state: RolloutState::Paused,
+                    reason: reason.into(),
+                    actor: Actor::Admin,
+                },
+                None,
+            )
             .await;
         }
         self.publish_gauges();
@@ -307,10 +326,19 @@ impl Runtime {
         let runtime = snapshot
             .route(route)
             .ok_or_else(|| ControlError::UnknownRoute(route.to_string()))?;
+        self.check_store()?;
         let current = runtime.control.status.load_full();
         let (next, reason) = apply(&current, &command, &runtime.config.rollout.steps)?;
-        self.transition(runtime, &current, next.clone(), reason, Actor::Admin, true)
-            .await;
+        self.transition(
+            runtime,
+            &current,
+            next.clone(),
+            reason,
+            Actor::Admin,
+            None,
+            true,
+        )
+        .await?;
         Ok(next)
     }
 
@@ -331,9 +359,56 @@ impl Runtime {
             return None;
         }
         let (next, _) = apply(&current, &command, &runtime.config.rollout.steps).ok()?;
-        self.transition(runtime, &current, next.clone(), reason, Actor::Auto, true)
-            .await;
-        Some(next)
+        // In a fleet only the leader acts, and only on the state the store
+        // holds (a person may have acted through another instance).
+        let fence = self.fleet.fence()?;
+        if self.fleet.shared() {
+            let rows = fleet::within(self.store.store().load_route_states())
+                .await
+                .ok()?;
+            if let Some(row) = rows.iter().find(|r| r.route == route) {
+                if (row.stage, row.weight, row.state)
+                    != (current.stage, current.weight, current.state)
+                {
+                    return None;
+                }
+            }
+        }
+        if self.fleet.shared() && command != Command::Rollback {
+            // Checked again at the moment of promoting: an instance with
+            // another configuration may have joined within the last second.
+            let instances = fleet::within(self.store.store().instances()).await.ok()?;
+            if !self.fleet.note_hashes(&instances) {
+                return None;
+            }
+        }
+        let fence = self.fleet.shared().then_some(fence);
+        match self
+            .transition(
+                runtime,
+                &current,
+                next.clone(),
+                reason,
+                Actor::Auto,
+                fence.as_ref(),
+                true,
+            )
+            .await
+        {
+            Ok(()) => Some(next),
+            Err(ControlError::NotLeader) => {
+                self.fleet.drop_lease();
+                tracing::warn!(
+                    route,
+                    "fenced out: another instance leads the fleet, nothing done"
+                );
+                None
+            }
+            Err(error) => {
+                tracing::error!(%error, route, "the controller's decision was not applied");
+                None
+            }
+        }
     }
 
     /// Hands the traffic measured since the last flush to the store.
@@ -470,6 +545,10 @@ impl Runtime {
     /// Saves every route's status with its window's counters, so a restart
     /// continues the stage where it was.
     pub async fn save_windows(&self) {
+        if self.fleet.shared() {
+            // A fleet's windows are published every second instead.
+            return;
+        }
         let snapshot = self.snapshot.load_full();
         for route in &snapshot.routes {
             let status = route.control.status.load_full();
@@ -486,20 +565,55 @@ impl Runtime {
         let runtime = snapshot
             .route(route)
             .ok_or_else(|| ControlError::UnknownRoute(route.to_string()))?;
+        self.check_store()?;
         let current = runtime.control.status.load_full();
         let next = RouteStatus::initial(runtime.config.stage, runtime.config.weight);
         // Forget the persisted state: the file's values apply again.
         if let Err(error) = self.store.store().delete_route_state(route).await {
             tracing::error!(%error, route, "could not forget the route's persisted state");
+            if self.fleet.shared() {
+                return Err(self.store_failed(&error));
+            }
         }
         let reason = "reset to the file's stage and weight".to_string();
-        self.transition(runtime, &current, next.clone(), reason, Actor::Admin, false)
-            .await;
+        // A fleet writes the file's values, so that every instance opens
+        // the new stage's window at the same time.
+        let persist = self.fleet.shared();
+        self.transition(
+            runtime,
+            &current,
+            next.clone(),
+            reason,
+            Actor::Admin,
+            None,
+            persist,
+        )
+        .await?;
         Ok(next)
     }
 
+    /// In a fleet, admin writes are refused while the store is lost.
+    fn check_store(&self) -> Result<(), ControlError> {
+        if self.fleet.shared() && !self.fleet.store_ok() {
+            return Err(ControlError::StoreUnavailable(
+                "admin writes are refused until it returns; reads show the last known state".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn store_failed(&self, error: &StoreError) -> ControlError {
+        if error.is_unavailable() {
+            self.fleet.store_lost(error);
+        }
+        ControlError::StoreUnavailable(error.to_string())
+    }
+
     /// Publishes a new status (new window on a stage change), records the
-    /// event and, with `persist`, saves the status.
+    /// event and, with `persist`, saves the status. In a fleet the status is
+    /// saved first (fenced by the leader's lease when `fence` is given) and
+    /// nothing changes unless the store took it.
+    #[allow(clippy::too_many_arguments)]
     async fn transition(
         &self,
         route: &RouteRuntime,
@@ -507,48 +621,269 @@ impl Runtime {
         to: RouteStatus,
         reason: String,
         actor: Actor,
+        fence: Option<&Fence>,
         persist: bool,
-    ) {
-        if from.stage != to.stage || from.weight != to.weight {
+    ) -> Result<(), ControlError> {
+        let reopen = from.stage != to.stage || from.weight != to.weight;
+        let now = now_ms();
+        let opened_at_ms = if reopen {
+            now
+        } else {
+            route.control.window.load().opened_at_ms
+        };
+        let shared = self.fleet.shared();
+        if shared && persist {
+            let row = RouteStateRow {
+                route: route.config.name.clone(),
+                stage: to.stage,
+                weight: to.weight,
+                state: to.state,
+                reason: Some(reason.clone()),
+                stage_started_at_ms: opened_at_ms,
+                window: None,
+                updated_at_ms: now,
+            };
+            let store = self.store.store();
+            let saved = match fence {
+                Some(fence) => fleet::within(store.save_route_state_fenced(&row, fence)).await,
+                None => fleet::within(store.save_route_state(&row))
+                    .await
+                    .map(|()| true),
+            };
+            match saved {
+                Ok(true) => {}
+                Ok(false) => return Err(ControlError::NotLeader),
+                Err(error) => return Err(self.store_failed(&error)),
+            }
+        }
+        if reopen {
             // Every transition opens a new, empty window.
             let rollout = &route.config.rollout;
-            route.control.window.store(Arc::new(Window::open(
+            route.control.window.store(Arc::new(Window::open_at(
                 rollout.warmup,
                 rollout.rollback_window,
-                now_ms(),
+                opened_at_ms,
+                now,
             )));
         }
-        route.control.reason.store(Arc::new(Some(reason.clone())));
-        route.control.status.store(Arc::new(to.clone()));
+        self.apply_locally(route, to.clone(), reason.clone(), actor);
+        if persist && !shared {
+            self.persist_status(&route.config.name, &to, Some(reason.clone()))
+                .await;
+        }
+        self.record_event(
+            Event {
+                at: now_rfc3339(),
+                route: route.config.name.clone(),
+                from: from.stage,
+                to: to.stage,
+                weight: to.weight,
+                state: to.state,
+                reason,
+                actor,
+            },
+            fence,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Publishes a route's new status and reason (its window is already
+    /// right), counting the transition.
+    fn apply_locally(&self, route: &RouteRuntime, to: RouteStatus, reason: String, actor: Actor) {
+        route.control.reason.store(Arc::new(Some(reason)));
+        let stage = to.stage;
+        route.control.status.store(Arc::new(to));
         self.metrics
             .transitions
             .get_or_create(&TransitionLabels {
                 route: route.name.clone(),
-                to: to.stage.as_str(),
+                to: stage.as_str(),
                 actor: actor.as_str(),
             })
             .inc();
         self.publish_gauges();
-        if persist {
-            self.persist_status(&route.config.name, &to, Some(reason.clone()))
-                .await;
+    }
+
+    /// While a fleet's store is lost: rolls a route back on this
+    /// instance's own traffic (safety first), unless it changed since it
+    /// was evaluated. The state and the event are recorded when the store
+    /// returns.
+    pub async fn local_rollback(&self, route: &str, evaluated: &RouteStatus, reason: String) {
+        let _writer = self.write_lock.lock().await;
+        let snapshot = self.snapshot.load_full();
+        let Some(runtime) = snapshot.route(route) else {
+            return;
+        };
+        let current = runtime.control.status.load_full();
+        if *current != *evaluated {
+            return;
         }
-        self.record_event(Event {
+        let Ok((next, _)) = apply(&current, &Command::Rollback, &runtime.config.rollout.steps)
+        else {
+            return;
+        };
+        let reason = format!(
+            "instance {} rolled back on its own traffic while the fleet's store was unreachable: {reason}",
+            self.instance_id
+        );
+        tracing::error!(route, %reason, "LOCAL ROLLBACK while the fleet's store is unreachable");
+        let rollout = &runtime.config.rollout;
+        let now = now_ms();
+        runtime.control.window.store(Arc::new(Window::open_at(
+            rollout.warmup,
+            rollout.rollback_window,
+            now,
+            now,
+        )));
+        self.apply_locally(runtime, next.clone(), reason.clone(), Actor::Auto);
+        let event = EventRow {
+            id: 0,
             at: now_rfc3339(),
-            route: route.config.name.clone(),
-            from: from.stage,
-            to: to.stage,
-            weight: to.weight,
-            state: to.state,
+            route: route.to_string(),
+            from: current.stage,
+            to: next.stage,
+            weight: next.weight,
+            state: next.state,
             reason,
-            actor,
-        })
-        .await;
+            actor: Actor::Auto,
+            instance: Some(self.instance_id.clone()),
+        };
+        self.notifier.send(&serde_json::json!({
+            "at": event.at,
+            "route": event.route,
+            "from": event.from,
+            "to": event.to,
+            "weight": event.weight,
+            "state": event.state,
+            "reason": event.reason,
+            "actor": event.actor,
+            "instance": self.instance_id,
+        }));
+        self.fleet.push_pending(event);
+    }
+
+    /// Records a local rollback once the store is back: the rolled-back
+    /// state (unless the route moved on since) and its event.
+    pub async fn record_local_rollback(&self, event: &EventRow) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let snapshot = self.snapshot.load_full();
+        let store = self.store.store();
+        if let Some(route) = snapshot.route(&event.route) {
+            let status = route.control.status.load_full();
+            if (status.stage, status.weight, status.state) == (event.to, event.weight, event.state)
+            {
+                let row = RouteStateRow {
+                    route: event.route.clone(),
+                    stage: status.stage,
+                    weight: status.weight,
+                    state: status.state,
+                    reason: Some(event.reason.clone()),
+                    stage_started_at_ms: route.control.window.load().opened_at_ms,
+                    window: None,
+                    updated_at_ms: now_ms(),
+                };
+                fleet::within(store.save_route_state(&row)).await?;
+            }
+        }
+        fleet::within(store.append_event(event)).await?;
+        tracing::warn!(route = %event.route, "recorded the local rollback made while the store was unreachable");
+        Ok(())
+    }
+
+    /// The leader writes the state of every route that has none yet (a
+    /// new fleet, a route added by a reload), so that every instance opens
+    /// the stage's window at the same time and their counts add up.
+    pub async fn persist_missing_states(&self, fence: &Fence) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let store = self.store.store();
+        let rows = fleet::within(store.load_route_states()).await?;
+        let snapshot = self.snapshot.load_full();
+        for route in &snapshot.routes {
+            let name = &route.config.name;
+            if rows.iter().any(|r| r.route == *name) || self.fleet.has_pending(name) {
+                continue;
+            }
+            let status = route.control.status.load_full();
+            let row = RouteStateRow {
+                route: name.clone(),
+                stage: status.stage,
+                weight: status.weight,
+                state: status.state,
+                reason: (**route.control.reason.load()).clone(),
+                stage_started_at_ms: route.control.window.load().opened_at_ms,
+                window: None,
+                updated_at_ms: now_ms(),
+            };
+            if !fleet::within(store.save_route_state_fenced(&row, fence)).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the fleet's persisted state of one route (or all) into the
+    /// local controls: another instance changed it. A route without a
+    /// persisted state goes back to the file's values; a stage or weight
+    /// change opens the window at the time the transition was written, as
+    /// on the instance that made it, so that the fleet's windows add up.
+    pub async fn sync_from_store(&self, only: Option<&str>) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let rows = fleet::within(self.store.store().load_route_states()).await?;
+        let snapshot = self.snapshot.load_full();
+        let mut changed = false;
+        for route in &snapshot.routes {
+            let name = &route.config.name;
+            if only.is_some_and(|o| o != name) || self.fleet.has_pending(name) {
+                continue;
+            }
+            let row = rows.iter().find(|r| r.route == *name);
+            let (status, started, reason) = match row {
+                Some(r) => (
+                    RouteStatus {
+                        stage: r.stage,
+                        weight: r.weight,
+                        state: r.state,
+                    },
+                    Some(r.stage_started_at_ms),
+                    r.reason.clone(),
+                ),
+                None => (
+                    RouteStatus::initial(route.config.stage, route.config.weight),
+                    None,
+                    None,
+                ),
+            };
+            let current = route.control.status.load_full();
+            let window = route.control.window.load_full();
+            let moved = current.stage != status.stage || current.weight != status.weight;
+            if moved || started.is_some_and(|s| s != window.opened_at_ms) {
+                let rollout = &route.config.rollout;
+                let now = now_ms();
+                route.control.window.store(Arc::new(Window::open_at(
+                    rollout.warmup,
+                    rollout.rollback_window,
+                    started.unwrap_or(now),
+                    now,
+                )));
+            }
+            if *current != status {
+                tracing::info!(route = %name, stage = %status.stage, weight = status.weight,
+                    state = status.state.as_str(), "rollout state changed by the fleet");
+                route.control.reason.store(Arc::new(reason));
+                route.control.status.store(Arc::new(status));
+                changed = true;
+            }
+        }
+        if changed {
+            self.publish_gauges();
+        }
+        Ok(())
     }
 
     /// Logs and persists a transition; a store failure is logged, never
     /// fatal (the transition already happened).
-    async fn record_event(&self, event: Event) {
+    async fn record_event(&self, event: Event, fence: Option<&Fence>) {
         tracing::info!(route = %event.route, from = %event.from, to = %event.to, weight = event.weight,
             state = event.state.as_str(), actor = event.actor.as_str(), reason = %event.reason, "rollout transition");
         // Webhooks get the event as the API shows it (never blocks).
@@ -575,8 +910,22 @@ impl Runtime {
             actor: event.actor,
             instance: Some(self.instance_id.clone()),
         };
-        if let Err(error) = self.store.store().append_event(&row).await {
-            tracing::error!(%error, route = %row.route, "could not record a rollout event");
+        let store = self.store.store();
+        let appended = match fence {
+            Some(fence) => store
+                .append_event_fenced(&row, fence)
+                .await
+                .map(|id| id.is_some()),
+            None => store.append_event(&row).await.map(|_| true),
+        };
+        match appended {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(route = %row.route, "a rollout event was fenced out: another instance leads now")
+            }
+            Err(error) => {
+                tracing::error!(%error, route = %row.route, "could not record a rollout event")
+            }
         }
     }
 
@@ -595,7 +944,10 @@ impl Runtime {
             state: status.state,
             reason,
             stage_started_at_ms: window.as_ref().map_or(now, |w| w.opened_at_ms),
-            window: window.and_then(|w| serde_json::to_value(w).ok()),
+            // A fleet's counts are in the instances' published windows.
+            window: window
+                .filter(|_| !self.fleet.shared())
+                .and_then(|w| serde_json::to_value(w).ok()),
             updated_at_ms: now,
         };
         if let Err(error) = self.store.store().save_route_state(&row).await {
@@ -609,7 +961,29 @@ impl Runtime {
         route: Option<&str>,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError> {
-        self.store.store().events(route, limit).await
+        if !self.fleet.shared() {
+            return self.store.store().events(route, limit).await;
+        }
+        // A fleet answers from the last read while its store is lost.
+        let key = route.map(str::to_string);
+        let read = if self.fleet.store_ok() {
+            fleet::within(self.store.store().events(route, limit)).await
+        } else {
+            Err(StoreError::Unavailable {
+                location: "(fleet store)".into(),
+                reason: "lost".into(),
+            })
+        };
+        match read {
+            Ok(events) => {
+                self.fleet.remember_events(key, &events);
+                Ok(events)
+            }
+            Err(error) if error.is_unavailable() => {
+                self.fleet.remembered_events(&key, limit).ok_or(error)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Sets `strangler_route_weight` and `strangler_route_stage` from the live status.

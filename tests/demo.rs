@@ -14,7 +14,7 @@ fn the_demo_walks_every_phase_and_prints_the_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     for expected in [
-        "1. Measure",
+        "1/6 Measure",
         "body $.total",
         "canary 10.0%",
         "rolled back automatically: gate",

@@ -8,6 +8,7 @@ mod cli;
 mod dashboard;
 mod demo;
 mod errors;
+mod fleet;
 mod hygiene;
 mod lifecycle;
 mod protocols;

@@ -35,7 +35,8 @@ impl From<ControlError> for ApiError {
     fn from(error: ControlError) -> Self {
         let status = match error {
             ControlError::UnknownRoute(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Conflict(_) | ControlError::NotLeader => StatusCode::CONFLICT,
+            ControlError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, error.to_string())
     }

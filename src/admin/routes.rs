@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::AdminState;
 use crate::compare::FieldRate;
+use crate::fleet::InstanceFigures;
 use crate::rollout::controller::{self, Evaluation};
 use crate::rollout::gates::Gate;
 use crate::rollout::state::Command;
@@ -33,6 +34,10 @@ pub struct RouteView {
     pub blocked_by: Option<String>,
     /// The canary steps (`rollout.steps`), for the dashboard's progress strip.
     pub steps: Vec<f64>,
+    /// In a fleet: each instance's share of the figures above (which are
+    /// the fleet's sum), this instance first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceFigures>>,
 }
 
 /// One route with its gates (`GET /api/routes/{name}`).
@@ -60,11 +65,10 @@ pub struct EndpointView {
     pub fields: Vec<FieldRate>,
 }
 
-fn endpoint_views(route: &RouteRuntime) -> Vec<EndpointView> {
-    let window = route.control.window.load();
+fn endpoint_views(runtime: &Runtime, route: &RouteRuntime) -> Vec<EndpointView> {
+    let (figures, _) = runtime.fleet.figures(route);
     let noise = route.control.noise();
-    window
-        .shadow
+    figures
         .endpoints()
         .into_iter()
         .map(|(endpoint, counts)| EndpointView {
@@ -79,10 +83,9 @@ fn endpoint_views(route: &RouteRuntime) -> Vec<EndpointView> {
 /// A route's summary and its gates' evaluation, from one read of its status.
 fn route_view(runtime: &Runtime, route: &RouteRuntime) -> (RouteView, Evaluation) {
     let status = route.control.status.load_full();
-    let window = route.control.window.load();
-    let stage = window.stage();
-    let evaluation =
-        controller::evaluate(route, &status, controller::candidate_health(runtime, route));
+    let (figures, _) = runtime.fleet.figures(route);
+    let stage = figures.stage();
+    let (evaluation, breakdown) = controller::evaluate_route(runtime, route, &status);
     let view = RouteView {
         name: route.config.name.clone(),
         stage: status.stage.as_str(),
@@ -90,9 +93,10 @@ fn route_view(runtime: &Runtime, route: &RouteRuntime) -> (RouteView, Evaluation
         state: status.state.as_str(),
         legacy: SideSummary::from(&stage.legacy),
         candidate: SideSummary::from(&stage.candidate),
-        shadow: window.shadow.summary(),
+        shadow: figures.shadow_summary(),
         blocked_by: evaluation.blocked_by.clone(),
         steps: route.config.rollout.steps.clone(),
+        instances: runtime.fleet.shared().then_some(breakdown),
     };
     (view, evaluation)
 }
@@ -108,7 +112,7 @@ fn detail(runtime: &Runtime, name: &str) -> Result<Json<RouteDetail>, ApiError> 
         gates: evaluation.gates,
         stage_seconds: evaluation.stage_seconds,
         reason: (**route.control.reason.load()).clone(),
-        endpoints: endpoint_views(route),
+        endpoints: endpoint_views(runtime, route),
     }))
 }
 
@@ -118,7 +122,13 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 pub async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     if state.runtime.is_ready() {
-        Json(serde_json::json!({ "status": "ready", "store": "ok" })).into_response()
+        // A fleet keeps serving while its store is lost (SPEC §5, §9).
+        let store = if state.runtime.fleet.store_ok() {
+            "ok"
+        } else {
+            "unreachable"
+        };
+        Json(serde_json::json!({ "status": "ready", "store": store })).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -296,16 +306,55 @@ pub async fn route_series(
     Ok(Json(rows))
 }
 
+/// Every instance sharing the store, from the registry (or, while a
+/// fleet's store is lost, as last read).
 pub async fn instances_list(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let runtime = &state.runtime;
-    let config_hash = runtime.snapshot.load().config.config_hash.clone();
-    Json(serde_json::json!([{
-        "id": runtime.instance_id,
-        "leader": true,
-        "last_seen": crate::runtime::now_rfc3339(),
-        "config_hash": config_hash,
-        "version": env!("CARGO_PKG_VERSION"),
-    }]))
+    let fleet = &runtime.fleet;
+    let mut instances = if fleet.store_ok() {
+        crate::fleet::within(runtime.store.store().instances())
+            .await
+            .ok()
+            .map(Arc::new)
+    } else {
+        None
+    }
+    .unwrap_or_else(|| fleet.instances());
+    if instances.is_empty() {
+        // Not registered yet: the proxy lists itself.
+        let started_at_ms = crate::runtime::now_ms();
+        instances = Arc::new(vec![crate::store::InstanceInfo {
+            id: runtime.instance_id.clone(),
+            config_hash: runtime.snapshot.load().config.config_hash.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms,
+            last_seen_ms: started_at_ms,
+            seen_ago_ms: 0,
+            leader: fleet.is_leader(),
+        }]);
+    }
+    let rfc3339 = |ms: i64| {
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        humantime::format_rfc3339_millis(at).to_string()
+    };
+    Json(serde_json::Value::Array(
+        instances
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "id": i.id,
+                    "leader": i.leader,
+                    "last_seen": rfc3339(i.last_seen_ms),
+                    "seen_ago_ms": i.seen_ago_ms,
+                    "config_hash": i.config_hash,
+                    "version": i.version,
+                    "started_at": rfc3339(i.started_at_ms),
+                    "self": i.id == runtime.instance_id,
+                })
+            })
+            .collect(),
+    ))
 }
 
 pub async fn reload(

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::criteria;
 use super::gates::{self, CriterionInput, Gate, Health, Inputs};
 use super::state::{Command, RolloutState, RouteStatus};
+use super::window::Figures;
 use crate::config::{RolloutConfig, Stage};
 use crate::runtime::{RouteRuntime, Runtime};
 
@@ -48,13 +49,26 @@ pub struct Evaluation {
     pub seen: u64,
 }
 
-/// Evaluates a route's gates on its current window.
+/// Evaluates a route's gates on its current window (this instance's own).
 pub fn evaluate(route: &RouteRuntime, status: &RouteStatus, health: Health) -> Evaluation {
     let window = route.control.window.load();
+    let figures = window.figures(route.config.rollout.rollback_window);
+    evaluate_figures(route, status, health, &figures, window.age())
+}
+
+/// Evaluates a route's gates on `figures` (one instance's window, or the
+/// sum over a fleet) of a stage that has lasted `age`.
+pub fn evaluate_figures(
+    route: &RouteRuntime,
+    status: &RouteStatus,
+    health: Health,
+    figures: &Figures,
+    age: Duration,
+) -> Evaluation {
     let config = &route.config.rollout;
-    let promotion = window.stage();
-    let rollback = window.recent(config.rollback_window);
-    let endpoints = window.shadow.endpoints();
+    let promotion = figures.stage();
+    let rollback = figures.recent();
+    let endpoints = figures.endpoints();
     // Every configured criterion has a gate; without a reading it is not judged.
     let readings = route.control.criteria.load();
     let criteria: Vec<CriterionInput> = config
@@ -80,7 +94,7 @@ pub fn evaluate(route: &RouteRuntime, status: &RouteStatus, health: Health) -> E
         promotion: &promotion,
         endpoints: &endpoints,
         rollback: &rollback,
-        mirror_p99: window.shadow.mirror_p99(),
+        mirror_p99: figures.mirror_p99(),
         health,
         criteria: &criteria,
     });
@@ -88,7 +102,6 @@ pub fn evaluate(route: &RouteRuntime, status: &RouteStatus, health: Health) -> E
         Stage::Shadow => promotion.shadow.compared,
         _ => promotion.candidate.requests,
     };
-    let age = window.age();
     let blocked_by = match status.stage {
         Stage::Legacy => None,
         Stage::Shadow | Stage::Canary => gates::blocking(&gates)
@@ -244,8 +257,56 @@ pub fn spawn(runtime: Arc<Runtime>, shutdown: CancellationToken) -> tokio::task:
     })
 }
 
+/// How this instance takes part in the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Alone (SQLite) or leading a fleet: judges the fleet's figures.
+    Lead,
+    /// In a fleet whose store is lost: guards its own traffic only, by
+    /// rolling back locally; never promotes.
+    Cut,
+}
+
+/// A route's evaluation as this instance sees it: on the fleet's figures
+/// when it shares a reachable store, else on its own window. Promotion is
+/// blocked by `config_hash` while the fleet's configurations differ.
+pub fn evaluate_route(
+    runtime: &Runtime,
+    route: &RouteRuntime,
+    status: &RouteStatus,
+) -> (Evaluation, Vec<crate::fleet::InstanceFigures>) {
+    let fleet = &runtime.fleet;
+    let (figures, breakdown) = fleet.figures(route);
+    let age = route.control.window.load().age();
+    let mut evaluation = evaluate_figures(
+        route,
+        status,
+        candidate_health(runtime, route),
+        &figures,
+        age,
+    );
+    let promotable = matches!(
+        status.stage,
+        Stage::Shadow | Stage::Canary | Stage::Candidate
+    );
+    if fleet.shared() && !fleet.hashes_agree() && promotable && evaluation.blocked_by.is_none() {
+        evaluation.blocked_by = Some("config_hash".to_string());
+    }
+    (evaluation, breakdown)
+}
+
 /// One evaluation of every route.
 pub async fn evaluate_all(runtime: &Runtime, failures: &mut HashMap<String, u32>) {
+    let fleet = &runtime.fleet;
+    let role = if fleet.shared() && !fleet.store_ok() {
+        Role::Cut
+    } else if fleet.is_leader() {
+        Role::Lead
+    } else {
+        // Another instance runs the controller.
+        failures.clear();
+        return;
+    };
     let snapshot = runtime.snapshot.load_full();
     for route in &snapshot.routes {
         let name = &route.config.name;
@@ -254,7 +315,10 @@ pub async fn evaluate_all(runtime: &Runtime, failures: &mut HashMap<String, u32>
             failures.remove(name);
             continue;
         }
-        let evaluation = evaluate(route, &status, candidate_health(runtime, route));
+        let evaluation = match role {
+            Role::Lead => evaluate_route(runtime, route, &status).0,
+            Role::Cut => evaluate(route, &status, candidate_health(runtime, route)),
+        };
         let count = failures.entry(name.clone()).or_insert(0);
         *count = if gates::failing(&evaluation.gates).is_some() {
             count.saturating_add(1)
@@ -269,6 +333,13 @@ pub async fn evaluate_all(runtime: &Runtime, failures: &mut HashMap<String, u32>
             }
             Decision::Promote(reason) | Decision::Complete(reason) => (Command::Promote, reason),
         };
+        if role == Role::Cut {
+            if command == Command::Rollback {
+                runtime.local_rollback(name, &status, reason).await;
+                failures.remove(name);
+            }
+            continue;
+        }
         if runtime
             .auto_transition(name, &status, command, reason)
             .await

@@ -485,30 +485,60 @@ impl Window {
 
     /// The last `span` (at most the ring's length): rollback's view.
     pub fn recent(&self, span: Duration) -> WindowStats {
+        let (legacy, candidate, shadow) = self.recent_sums(span);
+        WindowStats {
+            legacy: legacy.stats(),
+            candidate: candidate.stats(),
+            shadow,
+        }
+    }
+
+    /// The last `span` as summable counts and histograms.
+    fn recent_sums(&self, span: Duration) -> (SideSum, SideSum, EndpointShadow) {
         let now = self.opened_at.elapsed().as_secs();
         let span = span.as_secs().clamp(1, self.ring_seconds);
         let ring = lock(&self.recent);
-        let mut legacy = (0, 0, 0, new_histogram());
-        let mut candidate = (0, 0, 0, new_histogram());
+        let mut legacy = SideSum::default();
+        let mut candidate = SideSum::default();
         let mut shadow = EndpointShadow::default();
         for bucket in ring.iter().filter(|b| b.second + span > now) {
             for (sum, tally) in [
                 (&mut legacy, &bucket.legacy),
                 (&mut candidate, &bucket.candidate),
             ] {
-                sum.0 += tally.requests;
-                sum.1 += tally.errors;
-                sum.2 += tally.client_errors;
+                sum.requests += tally.requests;
+                sum.errors += tally.errors;
+                sum.client_errors += tally.client_errors;
                 if let Some(h) = &tally.latency_us {
-                    let _ = sum.3.add(h);
+                    let _ = sum.latency_us.add(h);
                 }
             }
             shadow.merge(&bucket.shadow);
         }
-        WindowStats {
-            legacy: SideStats::from_parts(legacy.0, legacy.1, legacy.2, &legacy.3),
-            candidate: SideStats::from_parts(candidate.0, candidate.1, candidate.2, &candidate.3),
-            shadow,
+        (legacy, candidate, shadow)
+    }
+
+    /// Everything the gates read, in a form that adds up across the
+    /// instances of a fleet: stage totals, the last `rollback_window`, the
+    /// per-endpoint shadow counts and the mirrored latency.
+    pub fn figures(&self, rollback_window: Duration) -> Figures {
+        let (recent_legacy, recent_candidate, recent_shadow) = self.recent_sums(rollback_window);
+        Figures {
+            opened_at_ms: self.opened_at_ms,
+            legacy: SideSum::of(&self.legacy),
+            candidate: SideSum::of(&self.candidate),
+            shadow: self.shadow.totals(),
+            dropped: self.shadow.dropped.load(Ordering::Relaxed),
+            endpoints: self
+                .shadow
+                .endpoints()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            recent_legacy,
+            recent_candidate,
+            recent_shadow,
+            mirror_latency_us: lock(&self.shadow.mirror_latency_us).clone(),
         }
     }
 
@@ -527,6 +557,20 @@ impl Window {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }
+    }
+
+    /// A new, empty window of a stage that began at `opened_at_ms` (e.g.
+    /// on another instance of a fleet): its age counts from then.
+    pub fn open_at(
+        warmup: Duration,
+        rollback_window: Duration,
+        opened_at_ms: i64,
+        now_ms: i64,
+    ) -> Window {
+        let mut window = Window::open(warmup, rollback_window, opened_at_ms);
+        let age = Duration::from_millis(u64::try_from(now_ms - opened_at_ms).unwrap_or(0));
+        window.opened_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        window
     }
 
     /// A window restored from the store: its totals and its age.
@@ -553,6 +597,265 @@ impl Window {
         drop(endpoints);
         window
     }
+}
+
+// === impl Figures ===
+
+/// One side's counts and latency histogram, summable.
+#[derive(Debug, Clone)]
+pub struct SideSum {
+    pub requests: u64,
+    pub errors: u64,
+    pub client_errors: u64,
+    latency_us: Histogram<u64>,
+}
+
+impl Default for SideSum {
+    fn default() -> Self {
+        SideSum {
+            requests: 0,
+            errors: 0,
+            client_errors: 0,
+            latency_us: new_histogram(),
+        }
+    }
+}
+
+impl SideSum {
+    fn of(side: &SideCounts) -> Self {
+        SideSum {
+            requests: side.requests.load(Ordering::Relaxed),
+            errors: side.errors.load(Ordering::Relaxed),
+            client_errors: side.client_errors.load(Ordering::Relaxed),
+            latency_us: lock(&side.latency_us).clone(),
+        }
+    }
+
+    fn add(&mut self, other: &SideSum) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.client_errors += other.client_errors;
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
+    pub fn stats(&self) -> SideStats {
+        SideStats::from_parts(
+            self.requests,
+            self.errors,
+            self.client_errors,
+            &self.latency_us,
+        )
+    }
+
+    fn persisted(&self) -> PersistedSide {
+        PersistedSide {
+            requests: self.requests,
+            errors: self.errors,
+            client_errors: self.client_errors,
+            latency_hdr_base64: encode_histogram(&self.latency_us),
+        }
+    }
+
+    fn from_persisted(saved: &PersistedSide) -> Self {
+        let mut sum = SideSum {
+            requests: saved.requests,
+            errors: saved.errors,
+            client_errors: saved.client_errors,
+            latency_us: new_histogram(),
+        };
+        if let Some(h) = decode_histogram(&saved.latency_hdr_base64) {
+            let _ = sum.latency_us.add(&h);
+        }
+        sum
+    }
+}
+
+fn encode_histogram(histogram: &Histogram<u64>) -> String {
+    let mut encoded = Vec::new();
+    let _ = V2Serializer::new().serialize(histogram, &mut encoded);
+    base64::engine::general_purpose::STANDARD.encode(encoded)
+}
+
+fn decode_histogram(text: &str) -> Option<Histogram<u64>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| {
+            Deserializer::new()
+                .deserialize::<u64, _>(&mut bytes.as_slice())
+                .ok()
+        })
+}
+
+/// What the gates read of a window, in a form that adds up: one
+/// instance's live window ([`Window::figures`]), another instance's report
+/// ([`Figures::from_report`]), or the sum over a fleet ([`Figures::add`]).
+#[derive(Debug, Clone)]
+pub struct Figures {
+    /// The stage's identity: instances of a fleet that apply the same
+    /// transition open their windows at the same time, so only reports of
+    /// the current stage are summed.
+    pub opened_at_ms: i64,
+    pub legacy: SideSum,
+    pub candidate: SideSum,
+    pub shadow: EndpointShadow,
+    pub dropped: u64,
+    /// Shadow counts per endpoint template, by template.
+    pub endpoints: std::collections::BTreeMap<String, EndpointShadow>,
+    /// The last `rollback_window`, as of the report.
+    pub recent_legacy: SideSum,
+    pub recent_candidate: SideSum,
+    pub recent_shadow: EndpointShadow,
+    mirror_latency_us: Histogram<u64>,
+}
+
+impl Figures {
+    /// Adds another instance's figures of the same stage.
+    pub fn add(&mut self, other: &Figures) {
+        self.legacy.add(&other.legacy);
+        self.candidate.add(&other.candidate);
+        self.shadow.merge(&other.shadow);
+        self.dropped += other.dropped;
+        for (endpoint, counts) in &other.endpoints {
+            self.endpoints
+                .entry(endpoint.clone())
+                .or_default()
+                .merge(counts);
+        }
+        self.recent_legacy.add(&other.recent_legacy);
+        self.recent_candidate.add(&other.recent_candidate);
+        self.recent_shadow.merge(&other.recent_shadow);
+        let _ = self.mirror_latency_us.add(&other.mirror_latency_us);
+    }
+
+    /// Promotion's view: the stage totals.
+    pub fn stage(&self) -> WindowStats {
+        WindowStats {
+            legacy: self.legacy.stats(),
+            candidate: self.candidate.stats(),
+            shadow: self.shadow,
+        }
+    }
+
+    /// Rollback's view: the last `rollback_window`.
+    pub fn recent(&self) -> WindowStats {
+        WindowStats {
+            legacy: self.recent_legacy.stats(),
+            candidate: self.recent_candidate.stats(),
+            shadow: self.recent_shadow,
+        }
+    }
+
+    /// Per-endpoint shadow counts, by template.
+    pub fn endpoints(&self) -> Vec<(Arc<str>, EndpointShadow)> {
+        self.endpoints
+            .iter()
+            .map(|(k, v)| (Arc::from(k.as_str()), *v))
+            .collect()
+    }
+
+    /// p99 of mirrored candidate requests, with the number of samples.
+    pub fn mirror_p99(&self) -> (u64, Option<f64>) {
+        let h = &self.mirror_latency_us;
+        let p99 = (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0);
+        (h.len(), p99)
+    }
+
+    pub fn shadow_summary(&self) -> ShadowSummary {
+        let t = self.shadow;
+        ShadowSummary {
+            compared: t.compared,
+            matched: t.matched,
+            mismatched: t.mismatched,
+            noise: t.noise,
+            dropped: self.dropped,
+            match_rate: t.match_rate(),
+        }
+    }
+
+    /// The compact form an instance publishes to its fleet every second.
+    pub fn report(&self) -> WindowReport {
+        WindowReport {
+            opened_at_ms: self.opened_at_ms,
+            legacy: self.legacy.persisted(),
+            candidate: self.candidate.persisted(),
+            shadow: self.shadow,
+            dropped: self.dropped,
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            recent: RecentReport {
+                legacy: self.recent_legacy.persisted(),
+                candidate: self.recent_candidate.persisted(),
+                shadow: self.recent_shadow,
+            },
+            mirror_hdr_base64: encode_histogram(&self.mirror_latency_us),
+        }
+    }
+
+    pub fn from_report(report: &WindowReport) -> Figures {
+        let mut mirror_latency_us = new_histogram();
+        if let Some(h) = decode_histogram(&report.mirror_hdr_base64) {
+            let _ = mirror_latency_us.add(&h);
+        }
+        Figures {
+            opened_at_ms: report.opened_at_ms,
+            legacy: SideSum::from_persisted(&report.legacy),
+            candidate: SideSum::from_persisted(&report.candidate),
+            shadow: report.shadow,
+            dropped: report.dropped,
+            endpoints: report.endpoints.iter().cloned().collect(),
+            recent_legacy: SideSum::from_persisted(&report.recent.legacy),
+            recent_candidate: SideSum::from_persisted(&report.recent.candidate),
+            recent_shadow: report.recent.shadow,
+            mirror_latency_us,
+        }
+    }
+}
+
+/// One instance's window of one route as published to its fleet
+/// (`Store::write_window`): the stage totals with their latency histograms
+/// (HdrHistogram V2, base64), and a summary of its last `rollback_window`
+/// computed at the time of the report, since the one-second ring itself
+/// stays local. Rollback is thus judged on each instance's last report
+/// (at most a second or two old), summed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowReport {
+    pub opened_at_ms: i64,
+    pub legacy: PersistedSide,
+    pub candidate: PersistedSide,
+    pub shadow: EndpointShadow,
+    #[serde(default)]
+    pub dropped: u64,
+    #[serde(default)]
+    pub endpoints: Vec<(String, EndpointShadow)>,
+    pub recent: RecentReport,
+    #[serde(default)]
+    pub mirror_hdr_base64: String,
+}
+
+impl WindowReport {
+    /// The stage totals, as a restart restores them.
+    pub fn persisted(&self) -> PersistedWindow {
+        PersistedWindow {
+            opened_at_ms: self.opened_at_ms,
+            legacy: self.legacy.clone(),
+            candidate: self.candidate.clone(),
+            shadow: self.shadow,
+            dropped: self.dropped,
+            endpoints: self.endpoints.clone(),
+        }
+    }
+}
+
+/// The last `rollback_window` of a [`WindowReport`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecentReport {
+    pub legacy: PersistedSide,
+    pub candidate: PersistedSide,
+    pub shadow: EndpointShadow,
 }
 
 /// Stage totals as stored (`RouteStateRow.window`).
@@ -694,6 +997,38 @@ mod tests {
         assert_eq!(endpoints[0].1.match_rate(), Some(1.0));
         assert_eq!(endpoints[1].1.match_rate(), Some(1.0 / 3.0));
         assert_eq!(w.recent(Duration::from_secs(30)).shadow.trials(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn figures_of_several_windows_add_up_through_their_reports() {
+        let a = Window::open(Duration::ZERO, Duration::from_secs(30), 5);
+        let b = Window::open(Duration::ZERO, Duration::from_secs(30), 5);
+        let both = Window::open(Duration::ZERO, Duration::from_secs(30), 5);
+        for i in 1..=40u64 {
+            let (w, outcome) = if i % 2 == 0 {
+                (&a, ok())
+            } else {
+                (&b, error())
+            };
+            for w in [w, &both] {
+                w.record(Side::Candidate, Duration::from_millis(i), outcome);
+                w.record(Side::Legacy, Duration::from_millis(i / 2 + 1), ok());
+                w.record_comparison(&Arc::from("GET /a"), "match");
+                w.record_mirror_latency(Duration::from_millis(i));
+            }
+        }
+        let rollback = Duration::from_secs(30);
+        let mut sum = a.figures(rollback);
+        let json = serde_json::to_value(b.figures(rollback).report()).unwrap();
+        let report: WindowReport = serde_json::from_value(json).unwrap();
+        sum.add(&Figures::from_report(&report));
+        let whole = both.figures(rollback);
+        assert_eq!(sum.stage(), whole.stage());
+        assert_eq!(sum.recent(), whole.recent());
+        assert_eq!(sum.recent(), both.recent(rollback));
+        assert_eq!(sum.endpoints(), both.shadow.endpoints());
+        assert_eq!(sum.mirror_p99(), both.shadow.mirror_p99());
+        assert_eq!(sum.stage().candidate.errors, 20);
     }
 
     #[tokio::test(start_paused = true)]
