@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod server;
 pub mod service;

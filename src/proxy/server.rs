@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::framing::FirstHead;
 use super::service::{handle, ConnInfo};
 use crate::config::TlsConfig;
 use crate::runtime::Runtime;
@@ -116,17 +118,26 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo { peer, scheme };
         let runtime = runtime.clone();
-        let service = service_fn(move |request| {
-            let runtime = runtime.clone();
-            async move { Ok::<_, Infallible>(handle(runtime, conn, request).await) }
-        });
         let builder = builder.clone();
+        // A service for one connection, told whether its first request head
+        // was ambiguous (see `framing`).
+        let service_for = move |ambiguous: Arc<AtomicBool>| {
+            let conn = ConnInfo {
+                peer,
+                scheme,
+                ambiguous,
+            };
+            service_fn(move |request| {
+                let (runtime, conn) = (runtime.clone(), conn.clone());
+                async move { Ok::<_, Infallible>(handle(runtime, conn, request).await) }
+            })
+        };
         match &tls {
             None => {
+                let (stream, ambiguous) = FirstHead::new(stream);
                 let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service_for(ambiguous))
                     .into_owned();
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
@@ -151,8 +162,12 @@ pub async fn serve(
                                 return;
                             }
                         };
+                    let (stream, ambiguous) = FirstHead::new(stream);
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            service_for(ambiguous),
+                        )
                         .into_owned();
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%peer, error = %error, "connection ended with an error");

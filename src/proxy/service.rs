@@ -37,11 +37,14 @@ use crate::shadow::tee::{BodyCapture, RequestTee, ResponseTee};
 use crate::shadow::{self, Plan};
 
 /// What the listener knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`, for `x-forwarded-proto`.
     pub scheme: &'static str,
+    /// Set when the connection's first request carried both
+    /// `Content-Length` and `Transfer-Encoding` (see `framing`).
+    pub ambiguous: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where one request goes.
@@ -72,8 +75,11 @@ pub async fn handle(
     // carrying both Content-Length and Transfer-Encoding as RFC 9112 §6.3
     // asks (chunked wins, Content-Length is dropped, the connection closes
     // after the answer); this refuses whatever still looks ambiguous.
-    if request.headers().contains_key(TRANSFER_ENCODING)
-        && request.headers().contains_key(CONTENT_LENGTH)
+    if conn
+        .ambiguous
+        .swap(false, std::sync::atomic::Ordering::AcqRel)
+        || (request.headers().contains_key(TRANSFER_ENCODING)
+            && request.headers().contains_key(CONTENT_LENGTH))
     {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -87,7 +93,7 @@ pub async fn handle(
     let (mut parts, body) = request.into_parts();
 
     // Phases 2 and 3.
-    let (target, overridden) = choose_target(&snapshot, &parts, conn);
+    let (target, overridden) = choose_target(&snapshot, &parts, &conn);
     headers::remove_strangler_headers(&mut parts.headers);
     let peer_trusted = split::is_trusted(conn.peer.ip(), &snapshot.config.server.trusted_proxies);
     let original_host = parts.headers.get(HOST).cloned().or_else(|| {
@@ -307,7 +313,7 @@ fn shadow_request(
 fn choose_target<'a>(
     snapshot: &'a Snapshot,
     parts: &http::request::Parts,
-    conn: ConnInfo,
+    conn: &ConnInfo,
 ) -> (Target<'a>, bool) {
     let Some(index) = snapshot.table.lookup(parts) else {
         let default = &snapshot.default;
@@ -380,7 +386,7 @@ fn canary_side(
     route: &crate::runtime::RouteRuntime,
     weight: f64,
     parts: &http::request::Parts,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     snapshot: &Snapshot,
 ) -> Side {
     let config = &route.config;
