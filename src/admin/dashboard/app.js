@@ -347,6 +347,36 @@
     return h('figure', { class: 'card chart' }, h('h3', { text: title }), root, legend);
   }
 
+  /** route name → the store's 10-second aggregates (`/api/routes/NAME/series`). */
+  const stored = new Map();
+
+  /** Charts of the stored history: it spans restarts and the time before
+   *  this page was opened. */
+  function storedCharts(name) {
+    const rows = stored.get(name) || [];
+    if (!rows.length) return [];
+    const points = (side, key) => rows.filter((r) => r.side === side).map((r) => [r.bucket_start_ms, r[key]]);
+    const rps = (side) => rows.filter((r) => r.side === side).map((r) => [r.bucket_start_ms, r.requests / 10]);
+    return [
+      lineChart({
+        title: 'Stored history: p99 per 10 s (last hour)',
+        format: fmtMs,
+        series: [
+          { label: 'legacy p99', color: COLORS.legacy, points: points('legacy', 'p99_ms') },
+          { label: 'candidate p99', color: COLORS.candidate, points: points('candidate', 'p99_ms') },
+        ],
+      }),
+      lineChart({
+        title: 'Stored history: requests per second per 10 s (last hour)',
+        format: fmtRps,
+        series: [
+          { label: 'legacy', color: COLORS.legacy, points: rps('legacy') },
+          { label: 'candidate', color: COLORS.candidate, points: rps('candidate') },
+        ],
+      }),
+    ];
+  }
+
   function routeCharts(name) {
     const samples = history.get(name) || [];
     const rates = intervals(name);
@@ -385,6 +415,7 @@
         yMax: 1,
         series: [{ label: 'match rate', color: '#2456c9', points: samples.map((p) => [p.t, p.match_rate]) }],
       }),
+      ...storedCharts(name),
     ];
   }
 
@@ -607,6 +638,12 @@
         if (!fresh()) return;
         record(detail);
         renderRoute(detail);
+        if (n % 5 === 0) {
+          const rows = await api(`${base}/series`);
+          if (!fresh()) return;
+          stored.set(name, Array.isArray(rows) ? rows : []);
+          fill('#r-charts', routeCharts(name));
+        }
         const events = await api(`/api/events?route=${enc(name)}&limit=50`);
         if (!fresh()) return;
         fill('#r-events', events.length ? events.map(eventItem) : h('li', { class: 'empty', text: 'No transitions yet.' }));
