@@ -91,6 +91,7 @@ impl Default for Measure {
 pub struct SideView {
     pub requests: u64,
     pub errors: u64,
+    pub error_rate: Option<f64>,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
 }
@@ -173,9 +174,12 @@ impl Measure {
             .map(|((route, endpoint), c)| {
                 let side = |s: &SideCounters| {
                     let h = lock(&s.total_latency_us);
+                    let requests = s.requests.load(Ordering::Relaxed);
+                    let errors = s.errors.load(Ordering::Relaxed);
                     SideView {
-                        requests: s.requests.load(Ordering::Relaxed),
-                        errors: s.errors.load(Ordering::Relaxed),
+                        requests,
+                        errors,
+                        error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
                         p50_ms: (!h.is_empty()).then(|| h.value_at_quantile(0.5) as f64 / 1000.0),
                         p99_ms: (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0),
                     }
