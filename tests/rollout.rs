@@ -72,6 +72,20 @@ async fn drive_until(proxy: &Proxy, done: impl Fn(&Value) -> bool) -> Value {
     panic!("never reached the expected state: {:#}", route(proxy).await);
 }
 
+/// Events, polled until `done` holds: an event is written just after the
+/// status it records is published (a hang guard, not a timing assertion).
+async fn events_until(proxy: &Proxy, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut list = events(proxy).await;
+    for _ in 0..200 {
+        if done(&list) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        list = events(proxy).await;
+    }
+    list
+}
+
 async fn events(proxy: &Proxy) -> Vec<Value> {
     let v: Value = client()
         .get(proxy.admin_url("/api/events?route=orders"))
@@ -96,7 +110,7 @@ async fn a_healthy_candidate_is_promoted_step_by_step_to_complete() {
     let r = drive_until(&proxy, |r| r["state"] == "complete").await;
     assert_eq!(r["stage"], "candidate");
     assert_eq!(r["weight"], 100.0);
-    let events = events(&proxy).await;
+    let events = events_until(&proxy, |e| e.len() >= 4).await;
     let path: Vec<(String, f64, String)> = events
         .iter()
         .rev()
@@ -186,7 +200,8 @@ async fn a_failing_candidate_is_rolled_back_automatically_even_when_pinned() {
         "{reason}"
     );
     assert!(reason.contains("threshold"), "{reason}");
-    let latest = &events(&proxy).await[0];
+    let events = events_until(&proxy, |e| e.first().is_some_and(|l| l["to"] == "shadow")).await;
+    let latest = &events[0];
     assert_eq!(latest["actor"], "auto");
     assert_eq!(latest["to"], "shadow");
     // It waits for a person: resume restarts from shadow.
