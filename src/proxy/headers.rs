@@ -36,6 +36,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive, for a
 /// WebSocket handshake that is passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over the names first, so
+    // the common case pays no removal (each is a hash and a probe).
+    if !keep_upgrade && !headers.keys().any(|k| k == TE || HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
