@@ -118,12 +118,20 @@ pub async fn handle(
         original_host,
     });
 
+    // The endpoint template, once: for the measure view and the mirror.
+    let endpoint = match target.route_index {
+        Some(index) => &snapshot.routes[index].shadow.endpoints,
+        None => &snapshot.default.endpoints,
+    }
+    .template(head.method.as_str(), head.uri.path());
+
     // Shadowing: decided from the head, the body copied as it streams.
     let (body, mirror) = shadow_request(
         &runtime,
         &snapshot,
         &target,
         &head,
+        &endpoint,
         body,
         overridden || upgrade || event_stream,
     );
@@ -218,11 +226,6 @@ pub async fn handle(
         };
         window.record(target.side, elapsed, outcome);
     }
-    let endpoint = match target.route_index {
-        Some(index) => &snapshot.routes[index].shadow.endpoints,
-        None => &snapshot.default.endpoints,
-    }
-    .template(head.method.as_str(), head.uri.path());
     let bytes = response
         .headers()
         .get(CONTENT_LENGTH)
@@ -251,6 +254,7 @@ fn shadow_request(
     snapshot: &Arc<Snapshot>,
     target: &Target<'_>,
     head: &Arc<RequestHead>,
+    endpoint: &Arc<str>,
     body: Incoming,
     special: bool,
 ) -> (
@@ -301,10 +305,7 @@ fn shadow_request(
         permit,
         head: head.clone(),
         body: source,
-        endpoint: route
-            .shadow
-            .endpoints
-            .template(head.method.as_str(), head.uri.path()),
+        endpoint: endpoint.clone(),
     };
     (upstream_body, Some(job.spawn()))
 }
