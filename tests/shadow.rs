@@ -39,6 +39,15 @@ async fn json_backend(price: u32, noisy: bool) -> Backend {
     .await
 }
 
+/// A candidate that accepts requests and never answers.
+async fn stuck_backend() -> Backend {
+    Backend::start(|_req| async {
+        std::future::pending::<()>().await;
+        Response::new(full(""))
+    })
+    .await
+}
+
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -241,11 +250,7 @@ async fn writes_are_mirrored_with_allow_writes_and_their_bodies() {
 #[tokio::test]
 async fn a_candidate_that_never_answers_is_never_felt_and_never_looks_good() {
     let legacy = json_backend(10, false).await;
-    let stuck = Backend::start(|_req| async {
-        std::future::pending::<()>().await;
-        Response::new(full(""))
-    })
-    .await;
+    let stuck = stuck_backend().await;
     let proxy = Proxy::start(&config(
         legacy.addr,
         stuck.addr,
@@ -291,11 +296,7 @@ async fn an_unreachable_candidate_counts_as_a_comparison_error() {
 #[tokio::test]
 async fn max_in_flight_drops_instead_of_queueing() {
     let legacy = json_backend(10, false).await;
-    let stuck = Backend::start(|_req| async {
-        std::future::pending::<()>().await;
-        Response::new(full(""))
-    })
-    .await;
+    let stuck = stuck_backend().await;
     let proxy = Proxy::start(&config(
         legacy.addr,
         stuck.addr,
@@ -730,11 +731,7 @@ async fn a_gzip_bomb_is_not_expanded() {
 #[tokio::test]
 async fn shadow_memory_bounds_buffered_bodies_whatever_the_candidate_does() {
     let legacy = json_backend(10, false).await;
-    let stuck = Backend::start(|_req| async {
-        std::future::pending::<()>().await;
-        Response::new(full(""))
-    })
-    .await;
+    let stuck = stuck_backend().await;
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshadow_memory = \"64KiB\"\n{}",
         config(
