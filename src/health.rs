@@ -250,7 +250,7 @@ async fn probe(upstream: &Upstream) -> Result<(), String> {
         .ok_or_else(|| format!("invalid health path {path:?}"))?;
     let budget = config.timeout.min(config.health_interval);
     let deadline = Instant::now() + budget;
-    let response = match tokio::time::timeout_at(deadline, upstream.client.request(request)).await {
+    let response = match tokio::time::timeout_at(deadline, upstream.send(request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return Err(error_chain(&error)),
         Err(_) => return Err(format!("no answer within {budget:?}")),

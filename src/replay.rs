@@ -306,7 +306,7 @@ async fn send(
     let request = upstream
         .request(head, UpstreamBody::bytes(body))
         .ok_or("cannot build the request")?;
-    let response = tokio::time::timeout(upstream.config.timeout, upstream.client.request(request))
+    let response = tokio::time::timeout(upstream.config.timeout, upstream.send(request))
         .await
         .map_err(|_| "the candidate did not answer in time".to_string())?
         .map_err(|e| format!("the candidate could not be reached: {e}"))?;

@@ -26,7 +26,9 @@ use crate::config::{Config, RouteConfig, Stage};
 use crate::fleet::{self, Fleet};
 use crate::health::{HealthChecker, HealthStatus};
 use crate::measure::Measure;
-use crate::metrics::{Metrics, Name, RouteLabels, RouteStageLabels, TransitionLabels};
+use crate::metrics::{
+    Metrics, Name, RequestMetrics, RouteLabels, RouteStageLabels, TransitionLabels,
+};
 use crate::notify::Notifier;
 use crate::proxy::upstream::{Upstream, UpstreamError};
 use crate::report::{self, Report};
@@ -85,6 +87,9 @@ pub struct RouteRuntime {
     pub legacy: Arc<Upstream>,
     pub candidate: Arc<Upstream>,
     pub shadow: RouteShadow,
+    /// Request metrics of the legacy and the candidate side.
+    pub legacy_metrics: RequestMetrics,
+    pub candidate_metrics: RequestMetrics,
 }
 
 /// Where unmatched requests go.
@@ -94,6 +99,7 @@ pub struct DefaultTarget {
     pub control: Arc<RouteControl>,
     /// Endpoint templates of unmatched traffic (for the measure view).
     pub endpoints: Arc<EndpointTemplates>,
+    pub metrics: RequestMetrics,
 }
 
 /// One immutable, consistent view of the configuration and its upstreams.
@@ -235,7 +241,7 @@ impl Runtime {
         }
         let controls = Mutex::new(controls);
         let shadow_budget = MemoryBudget::new(config.server.shadow_memory);
-        let snapshot = build_snapshot(config, None, &controls, &mut Vec::new())?;
+        let snapshot = build_snapshot(config, &metrics, None, &controls, &mut Vec::new())?;
         for route in &snapshot.routes {
             if let Some(entries) = accepted.remove(&route.config.name) {
                 let compiled = Accepted::new(entries).map_err(|source| BuildError::Compare {
@@ -285,7 +291,13 @@ impl Runtime {
         let _writer = self.write_lock.lock().await;
         let old = self.snapshot.load_full();
         let mut paused = Vec::new();
-        let snapshot = build_snapshot(config, Some(&old), &self.controls, &mut paused)?;
+        let snapshot = build_snapshot(
+            config,
+            &self.metrics,
+            Some(&old),
+            &self.controls,
+            &mut paused,
+        )?;
         self.health
             .update(&snapshot.upstreams.values().cloned().collect::<Vec<_>>());
         self.notifier
@@ -1014,6 +1026,7 @@ impl Runtime {
 /// upstream's settings are unchanged and the live controls by route name.
 fn build_snapshot(
     config: Config,
+    metrics: &Metrics,
     old: Option<&Snapshot>,
     controls: &Mutex<HashMap<String, Arc<RouteControl>>>,
     paused: &mut Vec<(String, RouteStatus)>,
@@ -1085,12 +1098,16 @@ fn build_snapshot(
                 route.max_endpoints,
             )),
         };
+        let name = Name::from(route.name.as_str());
+        let (legacy, candidate) = (lookup(&route.legacy), lookup(&route.candidate));
         routes.push(RouteRuntime {
             config: route.clone(),
-            name: Name::from(route.name.as_str()),
+            legacy_metrics: RequestMetrics::new(metrics, &name, &legacy.name),
+            candidate_metrics: RequestMetrics::new(metrics, &name, &candidate.name),
+            name,
             control,
-            legacy: lookup(&route.legacy),
-            candidate: lookup(&route.candidate),
+            legacy,
+            candidate,
             shadow,
         });
     }
@@ -1103,9 +1120,12 @@ fn build_snapshot(
             ))
         })
         .clone();
+    let default_name = Name::from(DEFAULT_ROUTE);
+    let default_upstream = lookup(&config.defaults.upstream);
     let default = DefaultTarget {
-        name: Name::from(DEFAULT_ROUTE),
-        upstream: lookup(&config.defaults.upstream),
+        metrics: RequestMetrics::new(metrics, &default_name, &default_upstream.name),
+        name: default_name,
+        upstream: default_upstream,
         control: default_control,
         endpoints: old
             .map(|o| o.default.endpoints.clone())

@@ -11,6 +11,7 @@ mod errors;
 mod fleet;
 mod hygiene;
 mod lifecycle;
+mod pool;
 mod protocols;
 mod report;
 mod rollout;

@@ -65,28 +65,44 @@ impl EndpointTemplates {
     pub fn template(&self, method: &str, path: &str) -> Arc<str> {
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let path = if path.is_empty() { "/" } else { path };
-        let (text, explicit) = match self.explicit.iter().find(|e| e.matches(path)) {
-            Some(e) => (format!("{method} {}", e.text), true),
-            None => (format!("{method} {}", templated(path)), false),
-        };
+        let explicit = self.explicit.iter().find(|e| e.matches(path));
+        // Every request asks, and almost always for a known template: the
+        // text is built in a reused buffer, so a hit allocates nothing.
+        thread_local! {
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        TEXT.with_borrow_mut(|text| {
+            text.clear();
+            text.push_str(method);
+            text.push(' ');
+            match explicit {
+                Some(e) => text.push_str(&e.text),
+                None => push_templated(text, path),
+            }
+            self.intern(text, explicit.is_some())
+        })
+    }
+
+    /// The shared copy of `text`, or `{other}` past the limit.
+    fn intern(&self, text: &str, explicit: bool) -> Arc<str> {
         if let Some(t) = self
             .seen
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&text)
+            .get(text)
         {
             return t.clone();
         }
         let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(t) = seen.get(&text) {
+        if let Some(t) = seen.get(text) {
             return t.clone();
         }
         // Explicit templates are bounded by the configuration: always kept.
         if !explicit && seen.len() >= self.max {
             return self.other.clone();
         }
-        let t: Arc<str> = Arc::from(text.as_str());
-        seen.insert(text, t.clone());
+        let t: Arc<str> = Arc::from(text);
+        seen.insert(text.to_owned(), t.clone());
         t
     }
 }
@@ -107,12 +123,14 @@ fn segments(path: &str) -> std::str::Split<'_, char> {
     path.strip_prefix('/').unwrap_or(path).split('/')
 }
 
-/// The path with each id segment replaced by `{id}`.
-fn templated(path: &str) -> String {
-    path.split('/')
-        .map(|s| if is_id(s) { "{id}" } else { s })
-        .collect::<Vec<_>>()
-        .join("/")
+/// Appends the path with each id segment replaced by `{id}`.
+fn push_templated(text: &mut String, path: &str) {
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            text.push('/');
+        }
+        text.push_str(if is_id(segment) { "{id}" } else { segment });
+    }
 }
 
 /// SPEC §4: all digits, a UUID, at least 8 hex characters with a digit

@@ -210,3 +210,61 @@ impl Metrics {
         out
     }
 }
+
+/// The request metrics of one route and upstream, resolved when a snapshot
+/// is built: recording a request then costs no label hashing, only a short
+/// scan of the status codes seen so far.
+pub struct RequestMetrics {
+    route: Name,
+    upstream: Name,
+    duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    /// `strangler_requests_total` per status code, a handful per pair.
+    by_code: std::sync::RwLock<Vec<(u16, Counter)>>,
+}
+
+impl RequestMetrics {
+    pub fn new(metrics: &Metrics, route: &Name, upstream: &Name) -> RequestMetrics {
+        let duration = metrics
+            .request_duration
+            .get_or_create(&RouteUpstreamLabels {
+                route: route.clone(),
+                upstream: upstream.clone(),
+            })
+            .clone();
+        RequestMetrics {
+            route: route.clone(),
+            upstream: upstream.clone(),
+            duration,
+            requests: metrics.requests.clone(),
+            by_code: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn record(&self, code: u16, elapsed: std::time::Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        let known = self
+            .by_code
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, counter)| counter.inc());
+        if known.is_none() {
+            let counter = self
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: self.route.clone(),
+                    upstream: self.upstream.clone(),
+                    code,
+                })
+                .clone();
+            counter.inc();
+            self.by_code
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((code, counter));
+        }
+    }
+}

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::pool::PooledBody;
 use crate::shadow::tee::{RequestTee, ResponseTee};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,8 +26,8 @@ pin_project! {
     /// when it is being shadowed) or bytes the proxy made.
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Streamed { #[pin] body: IdleTimeout<Incoming> },
-        Teed { #[pin] body: ResponseTee<IdleTimeout<Incoming>> },
+        Streamed { #[pin] body: IdleTimeout<PooledBody> },
+        Teed { #[pin] body: ResponseTee<IdleTimeout<PooledBody>> },
         Full { #[pin] body: Full<Bytes> },
     }
 }
@@ -128,12 +129,14 @@ impl Body for UpstreamBody {
 pub struct IdleTimeoutError(Duration);
 
 pin_project! {
-    /// Fails the body when no frame arrives within `idle`.
+    /// Fails the body when no frame arrives within `idle`. The timer is
+    /// armed only while the body waits: a body whose frames are ready when
+    /// asked (most small answers) never touches the timer wheel.
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Sleep,
+        sleep: Option<Pin<Box<Sleep>>>,
+        armed: bool,
         idle: Duration,
     }
 }
@@ -142,7 +145,8 @@ impl<B> IdleTimeout<B> {
     pub fn new(inner: B, idle: Duration) -> Self {
         IdleTimeout {
             inner,
-            sleep: tokio::time::sleep(idle),
+            sleep: None,
+            armed: false,
             idle,
         }
     }
@@ -160,14 +164,23 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.sleep.as_mut().reset(Instant::now() + *this.idle);
+                *this.armed = false;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                ready!(this.sleep.poll(cx));
+                let sleep = match this.sleep {
+                    Some(sleep) if *this.armed => sleep,
+                    Some(sleep) => {
+                        sleep.as_mut().reset(Instant::now() + *this.idle);
+                        sleep
+                    }
+                    None => this.sleep.insert(Box::pin(tokio::time::sleep(*this.idle))),
+                };
+                *this.armed = true;
+                ready!(sleep.as_mut().poll(cx));
                 Poll::Ready(Some(Err(Box::new(IdleTimeoutError(*this.idle)))))
             }
         }

@@ -5,8 +5,6 @@
 //! ours and never reach an upstream; `x-forwarded-*` tell the upstream who
 //! the client was.
 
-use std::net::IpAddr;
-
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::HeaderMap;
 
@@ -22,6 +20,7 @@ const TRAILER: HeaderName = HeaderName::from_static("trailer");
 
 /// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard `proxy-connection`.
 /// `te` is handled apart: `te: trailers` is kept (gRPC needs it).
+/// `CONNECTION` must stay first (see `remove_hop_by_hop`).
 const HOP_BY_HOP: [HeaderName; 7] = [
     CONNECTION,
     KEEP_ALIVE,
@@ -36,18 +35,33 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive, for a
 /// WebSocket handshake that is passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them: one pass over the names first, so
-    // the common case pays no removal (each is a hash and a probe).
-    if !keep_upgrade && !headers.keys().any(|k| k == TE || HOP_BY_HOP.contains(k)) {
+    // One pass over the names first: most messages carry none of them, or
+    // only `Connection: keep-alive`, and removing an absent name still costs
+    // a hash and a probe.
+    let mut present = [false; 7];
+    let mut te = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        } else if name == TE {
+            te = true;
+        }
+    }
+    if !keep_upgrade && !te && !present.contains(&true) {
         return;
     }
-    if headers.contains_key(CONNECTION) {
+    if present[0] {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(str::trim)
+            // `close` and `keep-alive` are options, or removed below anyway.
+            .filter(|token| {
+                !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .filter(|name| !(keep_upgrade && name == UPGRADE))
             .collect();
         for name in named {
@@ -57,8 +71,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    for name in &HOP_BY_HOP {
-        if keep_upgrade && (name == CONNECTION || name == UPGRADE) {
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if !present || (keep_upgrade && (name == CONNECTION || name == UPGRADE)) {
             continue;
         }
         headers.remove(name);
@@ -66,10 +80,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let te_is_trailers = headers
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_is_trailers {
+    if te
+        && !headers
+            .get(TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
         headers.remove(TE);
     }
 }
@@ -88,14 +103,14 @@ pub fn remove_strangler_headers(headers: &mut HeaderMap) {
 
 /// Sets `x-forwarded-for/-proto/-host`. An incoming `x-forwarded-for` is kept
 /// (and appended to) only when the peer is a trusted proxy.
+/// `peer` is the peer's canonical IP address as a header value.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     peer_trusted: bool,
     scheme: &'static str,
     original_host: Option<HeaderValue>,
 ) {
-    let peer = peer.to_canonical().to_string();
     let forwarded_for = match headers.get(X_FORWARDED_FOR).filter(|_| peer_trusted) {
         Some(existing) => {
             let mut joined = Vec::with_capacity(existing.len() + peer.len() + 2);
@@ -104,7 +119,7 @@ pub fn set_forwarded(
             joined.extend_from_slice(peer.as_bytes());
             HeaderValue::from_bytes(&joined).ok()
         }
-        None => HeaderValue::from_str(&peer).ok(),
+        None => Some(peer.clone()),
     };
     if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
@@ -174,13 +189,14 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_peers() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, "6.6.6.6".parse().unwrap());
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false, "http", None);
+        let peer = HeaderValue::from_static("10.0.0.1");
+        set_forwarded(&mut h, &peer, false, "http", None);
         assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1");
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
         set_forwarded(
             &mut h,
-            "10.0.0.1".parse().unwrap(),
+            &peer,
             true,
             "https",
             Some("a.example".parse().unwrap()),

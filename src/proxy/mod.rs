@@ -4,6 +4,7 @@ pub mod body;
 pub mod error;
 pub mod framing;
 pub mod headers;
+pub mod pool;
 pub mod server;
 pub mod service;
 pub mod upstream;

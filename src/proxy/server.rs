@@ -123,11 +123,7 @@ pub async fn serve(
         // A service for one connection, told whether its first request head
         // was ambiguous (see `framing`).
         let service_for = move |ambiguous: Arc<AtomicBool>| {
-            let conn = ConnInfo {
-                peer,
-                scheme,
-                ambiguous,
-            };
+            let conn = Arc::new(ConnInfo::new(peer, scheme, ambiguous));
             service_fn(move |request| {
                 let (runtime, conn) = (runtime.clone(), conn.clone());
                 async move { Ok::<_, Infallible>(handle(runtime, conn, request).await) }

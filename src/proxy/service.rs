@@ -23,11 +23,10 @@ use tokio::time::Instant;
 use super::body::{IdleTimeout, ProxyBody};
 use super::error::{plain, upstream_failure_response, UpstreamFailure};
 use super::headers::{self, X_STRANGLER_SIDE, X_STRANGLER_TOKEN};
+use super::pool::PooledBody;
 use super::upstream::{RequestHead, Upstream, UpstreamBody};
 use crate::config::{Stage, StickyMissing};
-use crate::metrics::{
-    Name, RequestLabels, RouteCodeLabels, RouteUpstreamLabels, UpstreamErrorLabels,
-};
+use crate::metrics::{Name, RequestMetrics, RouteCodeLabels, UpstreamErrorLabels};
 use crate::rollout::state::RouteStatus;
 use crate::rollout::window::{Outcome, Side, Window};
 use crate::routing::split;
@@ -37,14 +36,33 @@ use crate::shadow::tee::{BodyCapture, RequestTee, ResponseTee};
 use crate::shadow::{self, Plan};
 
 /// What the listener knows about the client connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as `x-forwarded-for` shows it, formatted once.
+    pub peer_header: HeaderValue,
     /// `http` or `https`, for `x-forwarded-proto`.
     pub scheme: &'static str,
     /// Set when the connection's first request carried both
     /// `Content-Length` and `Transfer-Encoding` (see `framing`).
     pub ambiguous: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ConnInfo {
+    pub fn new(
+        peer: SocketAddr,
+        scheme: &'static str,
+        ambiguous: Arc<std::sync::atomic::AtomicBool>,
+    ) -> ConnInfo {
+        let peer_header = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+            .expect("an IP address is a valid header value");
+        ConnInfo {
+            peer,
+            peer_header,
+            scheme,
+            ambiguous,
+        }
+    }
 }
 
 /// Where one request goes.
@@ -60,12 +78,15 @@ struct Target<'a> {
     legacy: Option<&'a Arc<Upstream>>,
     fallback_statuses: &'a [u16],
     window: Option<Arc<Window>>,
+    /// Request metrics when legacy, or the candidate, answers.
+    legacy_metrics: &'a RequestMetrics,
+    candidate_metrics: &'a RequestMetrics,
 }
 
 /// Serves one request. Never fails: every problem becomes an answer.
 pub async fn handle(
     runtime: Arc<Runtime>,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -106,7 +127,7 @@ pub async fn handle(
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(
         &mut parts.headers,
-        conn.peer.ip(),
+        &conn.peer_header,
         peer_trusted,
         conn.scheme,
         original_host.clone(),
@@ -136,8 +157,10 @@ pub async fn handle(
         overridden || upgrade || event_stream,
     );
 
-    // Phase 4.
-    let outcome = forward(&runtime, &snapshot, &target, &head, body).await;
+    // Phase 4. The head goes with the request when nothing else holds it.
+    let logged =
+        tracing::enabled!(tracing::Level::DEBUG).then(|| (head.method.clone(), head.uri.clone()));
+    let outcome = forward(&runtime, &snapshot, &target, head, body).await;
 
     // Phases 5 and 6.
     let elapsed = started.elapsed();
@@ -199,23 +222,12 @@ pub async fn handle(
         ),
     };
     let code = response.status().as_u16();
-    runtime
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: target.route.clone(),
-            upstream: served_by.name.clone(),
-            code,
-        })
-        .inc();
-    runtime
-        .metrics
-        .request_duration
-        .get_or_create(&RouteUpstreamLabels {
-            route: target.route.clone(),
-            upstream: served_by.name.clone(),
-        })
-        .observe(elapsed.as_secs_f64());
+    let served_side = served_side(&target, &served_by);
+    match served_side {
+        Side::Legacy => target.legacy_metrics,
+        Side::Candidate => target.candidate_metrics,
+    }
+    .record(code, elapsed);
     if let (Some(window), false) = (&target.window, overridden) {
         let status = response.status();
         let outcome = Outcome {
@@ -234,16 +246,18 @@ pub async fn handle(
     runtime.measure.record(
         &target.route.0,
         endpoint,
-        served_side(&target, &served_by),
+        served_side,
         elapsed,
         error,
         bytes,
     );
-    tracing::debug!(
-        route = %target.route.0, side = target.side.as_str(), upstream = %served_by.config.name,
-        method = %head.method, path = head.uri.path(), status = code,
-        ms = elapsed.as_secs_f64() * 1000.0, "request"
-    );
+    if let Some((method, uri)) = logged {
+        tracing::debug!(
+            route = %target.route.0, side = target.side.as_str(), upstream = %served_by.config.name,
+            method = %method, path = uri.path(), status = code,
+            ms = elapsed.as_secs_f64() * 1000.0, "request"
+        );
+    }
     response
 }
 
@@ -328,6 +342,8 @@ fn choose_target<'a>(
                 legacy: None,
                 fallback_statuses: &[],
                 window: Some(default.control.window.load_full()),
+                legacy_metrics: &default.metrics,
+                candidate_metrics: &default.metrics,
             },
             false,
         );
@@ -357,6 +373,8 @@ fn choose_target<'a>(
         legacy,
         fallback_statuses,
         window: Some(route.control.window.load_full()),
+        legacy_metrics: &route.legacy_metrics,
+        candidate_metrics: &route.candidate_metrics,
     };
     (target, overridden.is_some())
 }
@@ -415,7 +433,7 @@ fn canary_side(
 
 enum Forwarded {
     Response {
-        response: Response<Incoming>,
+        response: Response<PooledBody>,
         served_by: Arc<Upstream>,
         /// The candidate failed and legacy answered instead (retry or fallback).
         candidate_failed: bool,
@@ -432,11 +450,15 @@ async fn forward(
     runtime: &Runtime,
     snapshot: &Snapshot,
     target: &Target<'_>,
-    head: &RequestHead,
+    head: Arc<RequestHead>,
     body: UpstreamBody,
 ) -> Forwarded {
     let Some(legacy) = target.legacy.filter(|_| is_idempotent(&head.method)) else {
-        return match send(target.upstream, head, body).await {
+        let request = match Arc::try_unwrap(head) {
+            Ok(head) => target.upstream.request_from(head, body),
+            Err(shared) => target.upstream.request(&shared, body),
+        };
+        return match send(target.upstream, request).await {
             Ok(response) => Forwarded::Response {
                 response,
                 served_by: target.upstream.clone(),
@@ -450,13 +472,14 @@ async fn forward(
     };
     // A candidate request that may be sent again: keep its body if it fits.
     let max = snapshot.config.server.max_body_buffer;
+    let head = &*head;
     let (candidate_body, replay) = match keep_body(body, &head.headers, max).await {
         Ok(Kept::Bytes(bytes)) => (UpstreamBody::bytes(bytes.clone()), Some(bytes)),
         Ok(Kept::Stream(stream)) => (stream, None),
         Err(refused) => return refused,
     };
     let on_legacy = |bytes: Bytes| async move {
-        match send(legacy, head, UpstreamBody::bytes(bytes)).await {
+        match send(legacy, legacy.request(head, UpstreamBody::bytes(bytes))).await {
             Ok(response) => Forwarded::Response {
                 response,
                 served_by: legacy.clone(),
@@ -468,7 +491,12 @@ async fn forward(
             },
         }
     };
-    match send(target.upstream, head, candidate_body).await {
+    match send(
+        target.upstream,
+        target.upstream.request(head, candidate_body),
+    )
+    .await
+    {
         Ok(response) => {
             let code = response.status().as_u16();
             match replay {
@@ -534,13 +562,12 @@ async fn keep_body(body: UpstreamBody, headers: &HeaderMap, max: u64) -> Result<
 /// One exchange with one upstream, bounded by its `timeout`.
 async fn send(
     upstream: &Arc<Upstream>,
-    head: &RequestHead,
-    body: UpstreamBody,
-) -> Result<Response<Incoming>, UpstreamFailure> {
-    let Some(request) = upstream.request(head, body) else {
+    request: Option<Request<UpstreamBody>>,
+) -> Result<Response<PooledBody>, UpstreamFailure> {
+    let Some(request) = request else {
         return Err(UpstreamFailure::Connect);
     };
-    match tokio::time::timeout(upstream.config.timeout, upstream.client.request(request)).await {
+    match tokio::time::timeout(upstream.config.timeout, upstream.send(request)).await {
         Err(_) => Err(UpstreamFailure::Timeout),
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => {
@@ -608,7 +635,7 @@ fn record_fallback(runtime: &Runtime, target: &Target<'_>, code: u16) {
 
 /// Once both sides have switched protocols, copies bytes both ways until
 /// either closes.
-fn splice_upgrade(client: hyper::upgrade::OnUpgrade, response: &mut Response<Incoming>) {
+fn splice_upgrade(client: hyper::upgrade::OnUpgrade, response: &mut Response<PooledBody>) {
     let upstream = hyper::upgrade::on(&mut *response);
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {

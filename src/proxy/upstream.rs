@@ -1,23 +1,27 @@
-//! Upstreams: one pooled keep-alive client per configured upstream.
+//! Upstreams: one pooled keep-alive transport per configured upstream.
 //!
-//! Clients are built when a configuration is loaded and reused across
+//! Transports are built when a configuration is loaded and reused across
 //! reloads when the upstream's settings did not change, so a reload keeps
-//! warm connections. `https://` upstreams go through rustls with the
-//! system's roots (Mozilla's when the system has none) plus the optional
-//! `ca` file.
+//! warm connections. Plain `http://` HTTP/1.1 upstreams, the common case,
+//! use the lean [`Http1Pool`]; `https://` and HTTP/2 upstreams use
+//! hyper-util's client, through rustls with the system's roots (Mozilla's
+//! when the system has none) plus the optional `ca` file.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use http::header::HOST;
-use http::uri::{Authority, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use super::body::UpstreamBody;
+use super::pool::{Http1Pool, PoolError, PooledBody};
 use crate::config::{HostPolicy, UpstreamConfig, UpstreamProtocol};
 use crate::metrics::Name;
 
@@ -31,7 +35,36 @@ pub struct Upstream {
     pub authority: Authority,
     /// The URL's path without a trailing `/`, prefixed to every request path.
     pub base_path: String,
-    pub client: HttpClient,
+    /// The `Host` sent under the `upstream` and fixed host policies.
+    host_header: Option<HeaderValue>,
+    transport: Transport,
+}
+
+/// How requests reach the upstream.
+enum Transport {
+    /// Plain HTTP/1.1: the lean pool, origin-form request targets.
+    Http1(Arc<Http1Pool>),
+    /// TLS or HTTP/2: hyper-util's client, absolute request URIs.
+    Client(Box<HttpClient>),
+}
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Client(#[from] hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    /// The upstream could not be reached at all (no request was sent).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            SendError::Pool(error) => error.is_connect(),
+            SendError::Client(error) => error.is_connect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -70,26 +103,71 @@ pub struct RequestHead {
 impl Upstream {
     /// The request as this upstream gets it: its URL, `Host` per its policy.
     pub fn request(&self, head: &RequestHead, body: UpstreamBody) -> Option<Request<UpstreamBody>> {
-        let path_and_query = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let builder = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone());
-        let uri = if self.base_path.is_empty() {
-            builder.path_and_query(path_and_query).build()
-        } else {
-            builder
-                .path_and_query(format!("{}{}", self.base_path, path_and_query))
-                .build()
-        }
-        .ok()?;
-        let mut request = Request::new(body);
-        *request.method_mut() = head.method.clone();
-        *request.uri_mut() = uri;
-        let mut headers = head.headers.clone();
+        self.build(
+            &head.method,
+            &head.uri,
+            head.headers.clone(),
+            head.original_host.as_ref(),
+            body,
+        )
+    }
+
+    /// As [`Upstream::request`], taking the head (no header copy).
+    pub fn request_from(
+        &self,
+        head: RequestHead,
+        body: UpstreamBody,
+    ) -> Option<Request<UpstreamBody>> {
+        self.build(
+            &head.method,
+            &head.uri,
+            head.headers,
+            head.original_host.as_ref(),
+            body,
+        )
+    }
+
+    fn build(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        mut headers: HeaderMap,
+        original_host: Option<&HeaderValue>,
+        body: UpstreamBody,
+    ) -> Option<Request<UpstreamBody>> {
+        let target = match (&self.transport, self.base_path.is_empty()) {
+            // hyper's server hands origin-form targets over as they are.
+            (Transport::Http1(_), true) if uri.scheme().is_none() => uri.clone(),
+            (Transport::Http1(_), true) => Uri::from(
+                uri.path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            ),
+            (transport, _) => {
+                let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let mut parts = http::uri::Parts::default();
+                parts.path_and_query = Some(if self.base_path.is_empty() {
+                    PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(
+                        path_and_query.as_bytes(),
+                    ))
+                    .ok()?
+                } else {
+                    PathAndQuery::from_maybe_shared(Bytes::from(format!(
+                        "{}{}",
+                        self.base_path, path_and_query
+                    )))
+                    .ok()?
+                });
+                if let Transport::Client(_) = transport {
+                    parts.scheme = Some(self.scheme.clone());
+                    parts.authority = Some(self.authority.clone());
+                }
+                Uri::from_parts(parts).ok()?
+            }
+        };
         let host = match &self.config.host {
-            HostPolicy::Preserve => head.original_host.clone(),
-            HostPolicy::Upstream => HeaderValue::from_str(self.authority.as_str()).ok(),
-            HostPolicy::Fixed(value) => HeaderValue::from_str(value).ok(),
+            HostPolicy::Preserve => original_host.cloned(),
+            HostPolicy::Upstream | HostPolicy::Fixed(_) => self.host_header.clone(),
         };
         match host {
             Some(host) => {
@@ -99,8 +177,32 @@ impl Upstream {
                 headers.remove(HOST);
             }
         }
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = target;
         *request.headers_mut() = headers;
         Some(request)
+    }
+
+    /// One exchange: the answer's head, its body streaming behind.
+    pub async fn send(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        match &self.transport {
+            Transport::Http1(pool) => {
+                // HTTP/1.1 needs a `Host`; hyper-util's client adds it too.
+                if !request.headers().contains_key(HOST) {
+                    if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
+                        request.headers_mut().insert(HOST, host);
+                    }
+                }
+                Ok(pool.send(request).await?)
+            }
+            Transport::Client(client) => {
+                Ok(client.request(request).await?.map(PooledBody::unpooled))
+            }
+        }
     }
 
     pub fn new(config: &UpstreamConfig) -> Result<Arc<Upstream>, UpstreamError> {
@@ -133,6 +235,29 @@ impl Upstream {
             }
             UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
         };
+        let host_header = match &config.host {
+            HostPolicy::Preserve => None,
+            HostPolicy::Upstream => HeaderValue::from_str(authority.as_str()).ok(),
+            HostPolicy::Fixed(value) => HeaderValue::from_str(value).ok(),
+        };
+        let plain_http1 = !config.is_https()
+            && matches!(
+                config.protocol,
+                UpstreamProtocol::Http1 | UpstreamProtocol::Auto
+            );
+        if plain_http1 {
+            let port = authority.port_u16().unwrap_or(80);
+            let address = format!("{}:{port}", authority.host());
+            return Ok(Arc::new(Upstream {
+                config: config.clone(),
+                name: Name::from(config.name.as_str()),
+                scheme,
+                authority,
+                base_path,
+                host_header,
+                transport: Transport::Http1(Http1Pool::new(address, config.connect_timeout)),
+            }));
+        }
         let mut client = Client::builder(TokioExecutor::new());
         client
             .timer(TokioTimer::new())
@@ -149,7 +274,8 @@ impl Upstream {
             scheme,
             authority,
             base_path,
-            client: client.build(connector),
+            host_header,
+            transport: Transport::Client(Box::new(client.build(connector))),
         }))
     }
 }

@@ -248,8 +248,7 @@ async fn exchange(
     headers.remove(http::header::EXPECT);
     let work = async {
         let response = upstream
-            .client
-            .request(request)
+            .send(request)
             .await
             .map_err(|_| MirrorFailure::Transport)?;
         let (parts, mut body) = response.into_parts();

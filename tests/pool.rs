@@ -1,0 +1,139 @@
+//! Upstream keep-alive: connections are reused, and a connection the
+//! upstream closed, or whose answer the client abandoned, is never reused.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, StreamBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::backend::{full, Backend};
+use crate::support::{client, upstreams, Proxy};
+
+const ROUTE: &str = "\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nlegacy = \"legacy\"\ncandidate = \"candidate\"\n";
+
+#[tokio::test]
+async fn sequential_requests_share_one_upstream_connection() {
+    let big = "b".repeat(16 * 1024);
+    let body = big.clone();
+    let legacy = Backend::start(move |req| {
+        let body = body.clone();
+        async move {
+            let text = if req.uri().path() == "/big" {
+                body
+            } else {
+                "small".to_string()
+            };
+            Response::new(full(text))
+        }
+    })
+    .await;
+    let candidate = Backend::named("candidate").await;
+    let proxy = Proxy::start(&format!(
+        "{}{ROUTE}",
+        upstreams(legacy.addr, candidate.addr)
+    ))
+    .await;
+    let http = client();
+    for i in 0..40 {
+        let path = if i % 2 == 0 { "/big" } else { "/small" };
+        let response = http.get(proxy.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        assert_eq!(text.len(), if i % 2 == 0 { big.len() } else { 5 }, "{path}");
+    }
+    assert_eq!(legacy.count(), 40);
+    assert_eq!(
+        legacy.connections(),
+        1,
+        "40 sequential requests should reuse one kept-alive connection"
+    );
+    proxy.stop().await;
+}
+
+/// An origin that answers one request per connection and then closes it,
+/// without announcing `Connection: close`. Counts its connections.
+async fn one_shot_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_is_not_reused() {
+    let (origin, accepted) = one_shot_origin().await;
+    let candidate = Backend::named("candidate").await;
+    let proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(origin, candidate.addr))).await;
+    let http = client();
+    for _ in 0..10 {
+        let response = http.get(proxy.url("/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+        // Give the closing FIN time to reach the proxy before the next request.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 10);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_the_client_abandoned_does_not_poison_the_pool() {
+    // `/stream` sends one chunk and then stalls; `/` answers at once.
+    let legacy = Backend::start(|req| async move {
+        if req.uri().path() == "/stream" {
+            let chunks = futures_util::stream::unfold(0, |n| async move {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                Some((Ok(http_body::Frame::data(Bytes::from("chunk"))), n + 1))
+            });
+            Response::new(StreamBody::new(chunks).boxed())
+        } else {
+            Response::new(full("whole"))
+        }
+    })
+    .await;
+    let candidate = Backend::named("candidate").await;
+    let proxy = Proxy::start(&format!(
+        "{}{ROUTE}",
+        upstreams(legacy.addr, candidate.addr)
+    ))
+    .await;
+    let http = client();
+    let mut response = http.get(proxy.url("/stream")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.chunk().await.unwrap().unwrap(), "chunk");
+    drop(response);
+    for _ in 0..5 {
+        let response = http.get(proxy.url("/")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "whole");
+    }
+    // The abandoned connection could not carry the later requests.
+    assert!(legacy.connections() >= 2, "{}", legacy.connections());
+    proxy.stop().await;
+}
