@@ -30,7 +30,9 @@
 # Knobs (environment): DUR=3s REPS=3 CONNS="256" PATHS="/ /big" WRK_THREADS=1 TARGETS=...
 #   BENCH_STATE=/tmp/strangler-bench-repo (writable, world-readable: nginx's worker reads
 #   files under it), OUT=<raw output dir>, NO_BUILD=1 (use the binary as it is),
-#   STRANGLER_BIN=<binary> (default ${CARGO_TARGET_DIR:-<repo>/target}/release/strangler).
+#   STRANGLER_BIN=<binary> (default ${CARGO_TARGET_DIR:-<repo>/target}/release/strangler),
+#   CANDIDATE_NICE=0 (nice value of the python slow/never candidates; 19 makes their CPU
+#   count less against the proxies sharing the cores, as a remote candidate would not).
 # Ports: 18080-18083 origins, 18100-18103 nginx, 18200 HAProxy, 186xx strangler proxies and
 #   187xx their admin listeners; all on 127.0.0.1. Every load run is bounded by wrk -d; nothing
 #   needs the internet (build with NO_BUILD=1, or dependencies already fetched).
@@ -46,6 +48,7 @@ REPS=${REPS:-3}
 CONNS=${CONNS:-"256"}
 PATHS=${PATHS:-"/ /big"}
 WRK_THREADS=${WRK_THREADS:-1}
+CANDIDATE_NICE=${CANDIDATE_NICE:-0}
 TARGETS=${TARGETS:-"direct nginx nginx-2w nginx-mirror nginx-mirror-slow haproxy strangler strangler-2w strangler-canary strangler-shadow strangler-shadow-slow strangler-shadow-hang"}
 PUT_NAME=${PUT_NAME:-put}
 PUT_PORT=${PUT_PORT:-18900}
@@ -137,7 +140,7 @@ start_nginx() { # name port conf  (nginx daemonizes; master pid comes from its p
 
 start_slow() { # name port delay
   have python3 || { log "python3 missing; no $1 origin"; return 1; }
-  start_fg "$1" "$2" TERM tcp python3 "$BENCH/slow_origin.py" --port "$2" --delay "$3" --mtime "$BIG_MTIME"
+  start_fg "$1" "$2" TERM tcp nice -n "$CANDIDATE_NICE" python3 "$BENCH/slow_origin.py" --port "$2" --delay "$3" --mtime "$BIG_MTIME"
 }
 
 declare -A ADMIN=()

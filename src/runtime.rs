@@ -37,6 +37,7 @@ use crate::rollout::gates::{CriterionInput, Health};
 use crate::rollout::state::{apply, Actor, Command, Conflict, RolloutState, RouteStatus};
 use crate::rollout::window::{PersistedWindow, Window};
 use crate::routing::RoutingTable;
+use crate::shadow::executor::ShadowExecutor;
 use crate::shadow::tee::MemoryBudget;
 use crate::shadow::RouteShadow;
 use crate::store::writer::StoreHandle;
@@ -143,6 +144,8 @@ pub enum BuildError {
     Redact(CompareError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot start the shadow runtime: {0}")]
+    ShadowExecutor(std::io::Error),
 }
 
 /// Why a manual action failed.
@@ -171,6 +174,8 @@ pub struct Runtime {
     ready: AtomicBool,
     /// All buffered shadow bodies together (`server.shadow_memory`).
     pub shadow_budget: Arc<MemoryBudget>,
+    /// Where mirrors run, apart from client requests.
+    pub shadow_executor: Arc<ShadowExecutor>,
     /// The store, and the background writer of kept exchanges.
     pub store: Arc<StoreHandle>,
     /// Active health checks of upstreams with a `health` path.
@@ -241,6 +246,8 @@ impl Runtime {
         }
         let controls = Mutex::new(controls);
         let shadow_budget = MemoryBudget::new(config.server.shadow_memory);
+        let shadow_executor =
+            Arc::new(ShadowExecutor::start().map_err(BuildError::ShadowExecutor)?);
         let snapshot = build_snapshot(config, &metrics, None, &controls, &mut Vec::new())?;
         for route in &snapshot.routes {
             if let Some(entries) = accepted.remove(&route.config.name) {
@@ -263,6 +270,7 @@ impl Runtime {
             write_lock: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             shadow_budget,
+            shadow_executor,
             store,
             health,
             notifier,

@@ -823,3 +823,43 @@ async fn a_secret_sent_by_the_client_is_nowhere_in_the_database_file() {
         "the secret reached the database file"
     );
 }
+
+/// `(thread id, nice value)` of this process's threads named `name`.
+fn threads_named(name: &str) -> Vec<(String, i64)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the parenthesised name start at field 3; nice is 19.
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        let nice = after_name
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        found.push((task.file_name().to_string_lossy().into_owned(), nice));
+    }
+    found
+}
+
+#[tokio::test]
+async fn mirrors_run_on_a_thread_of_lower_priority() {
+    let legacy = json_backend(10, false).await;
+    let candidate = json_backend(10, false).await;
+    let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow", "")).await;
+    let response = client().get(proxy.url("/items/1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    route_until(&proxy, "items", |r| r["shadow"]["compared"] == 1).await;
+    let shadow = threads_named("shadow-mirror");
+    assert!(!shadow.is_empty(), "no shadow thread in this process");
+    for (tid, nice) in shadow {
+        assert_eq!(nice, 10, "thread {tid}");
+    }
+    proxy.stop().await;
+}

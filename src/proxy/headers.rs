@@ -50,19 +50,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade && !te && !present.contains(&true) {
         return;
     }
+    // `close` and `keep-alive` are options, or removed below anyway: only
+    // other tokens name headers to remove.
+    let names_headers = |token: &[u8]| {
+        let option = token.is_empty()
+            || token.eq_ignore_ascii_case(b"close")
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade"));
+        !option
+    };
     if present[0] {
+        // Usually empty: collecting nothing allocates nothing.
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // `close` and `keep-alive` are options, or removed below anyway.
-            .filter(|token| {
-                !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
-            })
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && name == UPGRADE))
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|token| names_headers(token))
+            .filter_map(|token| HeaderName::from_bytes(token).ok())
             .collect();
         for name in named {
             // Never let `Connection: host` (or similar) strip an end-to-end essential.

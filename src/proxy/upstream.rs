@@ -38,6 +38,9 @@ pub struct Upstream {
     /// The `Host` sent under the `upstream` and fixed host policies.
     host_header: Option<HeaderValue>,
     transport: Transport,
+    /// The same, for mirrors only: driven by the shadow runtime, so client
+    /// requests never share a connection with it (see `shadow::executor`).
+    mirror_transport: Transport,
 }
 
 /// How requests reach the upstream.
@@ -187,9 +190,26 @@ impl Upstream {
     /// One exchange: the answer's head, its body streaming behind.
     pub async fn send(
         &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        self.send_on(&self.transport, request).await
+    }
+
+    /// As [`Upstream::send`], on the connections kept for mirrors. Call it
+    /// from the shadow runtime only.
+    pub async fn send_mirror(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        self.send_on(&self.mirror_transport, request).await
+    }
+
+    async fn send_on(
+        &self,
+        transport: &Transport,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        match &self.transport {
+        match transport {
             Transport::Http1(pool) => {
                 // HTTP/1.1 needs a `Host`; hyper-util's client adds it too.
                 if !request.headers().contains_key(HOST) {
@@ -218,23 +238,6 @@ impl Upstream {
         let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
         let base_path = config.url.path().trim_end_matches('/').to_string();
 
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-
-        let tls = tls_config(config)?;
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let connector = match config.protocol {
-            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
-            UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
-                builder.enable_http2().wrap_connector(http)
-            }
-            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
-        };
         let host_header = match &config.host {
             HostPolicy::Preserve => None,
             HostPolicy::Upstream => HeaderValue::from_str(authority.as_str()).ok(),
@@ -245,29 +248,20 @@ impl Upstream {
                 config.protocol,
                 UpstreamProtocol::Http1 | UpstreamProtocol::Auto
             );
-        if plain_http1 {
+        let (transport, mirror_transport) = if plain_http1 {
             let port = authority.port_u16().unwrap_or(80);
             let address = format!("{}:{port}", authority.host());
-            return Ok(Arc::new(Upstream {
-                config: config.clone(),
-                name: Name::from(config.name.as_str()),
-                scheme,
-                authority,
-                base_path,
-                host_header,
-                transport: Transport::Http1(Http1Pool::new(address, config.connect_timeout)),
-            }));
-        }
-        let mut client = Client::builder(TokioExecutor::new());
-        client
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_only(matches!(
-                config.protocol,
-                UpstreamProtocol::H2 | UpstreamProtocol::H2c
-            ))
-            .http2_keep_alive_interval(Some(Duration::from_secs(30)));
+            (
+                Transport::Http1(Http1Pool::new(address.clone(), config.connect_timeout)),
+                Transport::Http1(Http1Pool::new(address, config.connect_timeout)),
+            )
+        } else {
+            let tls = tls_config(config)?;
+            (
+                Transport::Client(Box::new(hyper_util_client(config, tls.clone()))),
+                Transport::Client(Box::new(hyper_util_client(config, tls))),
+            )
+        };
         Ok(Arc::new(Upstream {
             config: config.clone(),
             name: Name::from(config.name.as_str()),
@@ -275,9 +269,38 @@ impl Upstream {
             authority,
             base_path,
             host_header,
-            transport: Transport::Client(Box::new(client.build(connector))),
+            transport,
+            mirror_transport,
         }))
     }
+}
+
+/// hyper-util's client, for TLS and HTTP/2 upstreams.
+fn hyper_util_client(config: &UpstreamConfig, tls: rustls::ClientConfig) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let connector = match config.protocol {
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => builder.enable_http2().wrap_connector(http),
+        UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http2_only(matches!(
+            config.protocol,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c
+        ))
+        .http2_keep_alive_interval(Some(Duration::from_secs(30)));
+    client.build(connector)
 }
 
 fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamError> {

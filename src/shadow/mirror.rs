@@ -63,7 +63,8 @@ impl MirrorJob {
     /// Dropping it (primary failed, client gone) abandons the comparison.
     pub fn spawn(self) -> oneshot::Sender<PrimaryAnswer> {
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(self.run(rx));
+        let executor = self.runtime.shadow_executor.clone();
+        executor.spawn(self.run(rx));
         tx
     }
 
@@ -248,7 +249,7 @@ async fn exchange(
     headers.remove(http::header::EXPECT);
     let work = async {
         let response = upstream
-            .send(request)
+            .send_mirror(request)
             .await
             .map_err(|_| MirrorFailure::Transport)?;
         let (parts, mut body) = response.into_parts();

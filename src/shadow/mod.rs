@@ -8,12 +8,14 @@
 //!   `max_body_buffer` per body and `server.shadow_memory` in total;
 //! - at most `shadow.max_in_flight` mirrors per route run at once
 //!   (a semaphore, `try_acquire`: beyond it the mirror is dropped);
-//! - the mirror runs in its own task with its own `shadow.timeout`.
+//! - the mirror runs in its own task with its own `shadow.timeout`, on a
+//!   runtime and thread of lower priority of its own ([`executor`]).
 //!
 //! Every mirror that does not end in a comparison is counted with its
 //! reason in `strangler_shadow_dropped_total`; a candidate that times out or
 //! fails at the transport also counts against the match rate.
 
+pub mod executor;
 pub mod keep;
 pub mod mirror;
 pub mod tee;
