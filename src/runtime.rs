@@ -184,6 +184,7 @@ pub struct Runtime {
     pub notifier: Arc<Notifier>,
     /// Traffic and time per endpoint template.
     pub measure: Measure,
+    measure_flush: tokio::sync::Mutex<()>,
     /// Reads success criteria from Prometheus endpoints.
     pub criteria_client: criteria::HttpClient,
     pub instance_id: String,
@@ -275,6 +276,7 @@ impl Runtime {
             health,
             notifier,
             measure: Measure::default(),
+            measure_flush: tokio::sync::Mutex::new(()),
             criteria_client: criteria::http_client(),
             fleet: Fleet::new(instance_id.clone(), shared),
             instance_id,
@@ -433,6 +435,9 @@ impl Runtime {
 
     /// Hands the traffic measured since the last flush to the store.
     pub async fn flush_measure(&self) {
+        // One flush at a time: a reader that flushes (the report) must not
+        // read the store while a periodic flush still holds what it took.
+        let _flushing = self.measure_flush.lock().await;
         let bucket = crate::measure::BUCKET.as_millis() as i64;
         let now = now_ms();
         let (stats, aggregates) = self.measure.flush(now - now % bucket);
