@@ -1,6 +1,7 @@
 //! Upstream keep-alive: connections are reused, and a connection the
 //! upstream closed, or whose answer the client abandoned, is never reused.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,14 @@ use crate::support::backend::{full, Backend};
 use crate::support::{client, upstreams, Proxy};
 
 const ROUTE: &str = "\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nlegacy = \"legacy\"\ncandidate = \"candidate\"\n";
+
+/// A proxy whose one route sends everything to `legacy` (with a candidate
+/// that is never asked, kept alive as long as the proxy).
+async fn proxy_to(legacy: SocketAddr) -> (Proxy, Backend) {
+    let candidate = Backend::named("candidate").await;
+    let proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(legacy, candidate.addr))).await;
+    (proxy, candidate)
+}
 
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection() {
@@ -31,12 +40,7 @@ async fn sequential_requests_share_one_upstream_connection() {
         }
     })
     .await;
-    let candidate = Backend::named("candidate").await;
-    let proxy = Proxy::start(&format!(
-        "{}{ROUTE}",
-        upstreams(legacy.addr, candidate.addr)
-    ))
-    .await;
+    let (proxy, _candidate) = proxy_to(legacy.addr).await;
     let http = client();
     for i in 0..40 {
         let path = if i % 2 == 0 { "/big" } else { "/small" };
@@ -86,8 +90,7 @@ async fn one_shot_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_connection_the_upstream_closed_is_not_reused() {
     let (origin, accepted) = one_shot_origin().await;
-    let candidate = Backend::named("candidate").await;
-    let proxy = Proxy::start(&format!("{}{ROUTE}", upstreams(origin, candidate.addr))).await;
+    let (proxy, _candidate) = proxy_to(origin).await;
     let http = client();
     for _ in 0..10 {
         let response = http.get(proxy.url("/x")).send().await.unwrap();
@@ -117,12 +120,7 @@ async fn an_answer_the_client_abandoned_does_not_poison_the_pool() {
         }
     })
     .await;
-    let candidate = Backend::named("candidate").await;
-    let proxy = Proxy::start(&format!(
-        "{}{ROUTE}",
-        upstreams(legacy.addr, candidate.addr)
-    ))
-    .await;
+    let (proxy, _candidate) = proxy_to(legacy.addr).await;
     let http = client();
     let mut response = http.get(proxy.url("/stream")).send().await.unwrap();
     assert_eq!(response.status(), 200);
