@@ -135,3 +135,32 @@ async fn an_answer_the_client_abandoned_does_not_poison_the_pool() {
     assert!(legacy.connections() >= 2, "{}", legacy.connections());
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn answers_without_a_body_give_their_connection_back() {
+    let legacy = Backend::start(|req| async move {
+        match req.uri().path() {
+            "/empty" => Response::builder().status(204).body(full("")).unwrap(),
+            _ => Response::new(full("content")),
+        }
+    })
+    .await;
+    let (proxy, _candidate) = proxy_to(legacy.addr).await;
+    let http = client();
+    for _ in 0..5 {
+        let head = http.head(proxy.url("/doc")).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.text().await.unwrap(), "");
+        let empty = http.get(proxy.url("/empty")).send().await.unwrap();
+        assert_eq!(empty.status(), 204);
+        let full = http.get(proxy.url("/doc")).send().await.unwrap();
+        assert_eq!(full.text().await.unwrap(), "content");
+    }
+    assert_eq!(legacy.count(), 15);
+    assert_eq!(
+        legacy.connections(),
+        1,
+        "HEAD and 204 answers must not cost a connection"
+    );
+    proxy.stop().await;
+}
