@@ -164,3 +164,25 @@ async fn answers_without_a_body_give_their_connection_back() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_upstream_url_path_prefixes_the_request_path() {
+    let legacy = Backend::named("legacy").await;
+    let candidate = Backend::named("candidate").await;
+    let proxy = Proxy::start(&format!(
+        "[upstreams.legacy]\nurl = \"http://{}/v2/\"\n\n[upstreams.candidate]\nurl = \"http://{}\"\n{ROUTE}",
+        legacy.addr, candidate.addr
+    ))
+    .await;
+    let response = client()
+        .get(proxy.url("/orders/1?expand=items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = legacy.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri, "/v2/orders/1?expand=items");
+    assert_eq!(seen[0].headers["host"], proxy.addr.to_string());
+    proxy.stop().await;
+}
