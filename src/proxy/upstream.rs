@@ -10,8 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
@@ -138,33 +136,23 @@ impl Upstream {
         original_host: Option<&HeaderValue>,
         body: UpstreamBody,
     ) -> Option<Request<UpstreamBody>> {
-        let target = match (&self.transport, self.base_path.is_empty()) {
-            // hyper's server hands origin-form targets over as they are.
-            (Transport::Http1(_), true) if uri.scheme().is_none() => uri.clone(),
-            (Transport::Http1(_), true) => Uri::from(
-                uri.path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            ),
-            (transport, _) => {
-                let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path_and_query = match uri.path_and_query() {
+            Some(pq) if self.base_path.is_empty() => pq.clone(),
+            pq => PathAndQuery::try_from(format!(
+                "{}{}",
+                self.base_path,
+                pq.map_or("/", |pq| pq.as_str())
+            ))
+            .ok()?,
+        };
+        let target = match &self.transport {
+            // The pool speaks to the upstream directly: origin-form.
+            Transport::Http1(_) => Uri::from(path_and_query),
+            Transport::Client(_) => {
                 let mut parts = http::uri::Parts::default();
-                parts.path_and_query = Some(if self.base_path.is_empty() {
-                    PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(
-                        path_and_query.as_bytes(),
-                    ))
-                    .ok()?
-                } else {
-                    PathAndQuery::from_maybe_shared(Bytes::from(format!(
-                        "{}{}",
-                        self.base_path, path_and_query
-                    )))
-                    .ok()?
-                });
-                if let Transport::Client(_) = transport {
-                    parts.scheme = Some(self.scheme.clone());
-                    parts.authority = Some(self.authority.clone());
-                }
+                parts.scheme = Some(self.scheme.clone());
+                parts.authority = Some(self.authority.clone());
+                parts.path_and_query = Some(path_and_query);
                 Uri::from_parts(parts).ok()?
             }
         };
