@@ -31,8 +31,11 @@
 #   BENCH_STATE=/tmp/strangler-bench-repo (writable, world-readable: nginx's worker reads
 #   files under it), OUT=<raw output dir>, NO_BUILD=1 (use the binary as it is),
 #   STRANGLER_BIN=<binary> (default ${CARGO_TARGET_DIR:-<repo>/target}/release/strangler),
-#   CANDIDATE_NICE=0 (nice value of the python slow/never candidates; 19 makes their CPU
-#   count less against the proxies sharing the cores, as a remote candidate would not).
+#   SLOW_ORIGIN=rust (the 1 s and never candidates: examples/slow_origin.rs, hyper on one thread,
+#   a few us of CPU per answer) or python (bench/slow_origin.py, asyncio: about as much CPU per
+#   answer as the proxy, which then competes with the proxy for the two cores; runs 1-4 used it),
+#   CANDIDATE_NICE=0 (nice value of the slow/never candidates; 19 makes their CPU count less
+#   against the proxies sharing the cores, as a remote candidate would not).
 # Ports: 18080-18083 origins, 18100-18103 nginx, 18200 HAProxy, 186xx strangler proxies and
 #   187xx their admin listeners; all on 127.0.0.1. Every load run is bounded by wrk -d; nothing
 #   needs the internet (build with NO_BUILD=1, or dependencies already fetched).
@@ -55,6 +58,8 @@ PUT_PORT=${PUT_PORT:-18900}
 OUT=${OUT:-$STATE/results/$(date +%Y%m%d-%H%M%S)}
 PIDS=$RUN/pids                      # "name pid mode signal starttime" for all this harness started
 STRANGLER_BIN=${STRANGLER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/strangler}
+SLOW_ORIGIN=${SLOW_ORIGIN:-rust}
+SLOW_ORIGIN_BIN=${SLOW_ORIGIN_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/examples/slow_origin}
 BIG_MTIME=1767225600                # 2026-01-01: same Last-Modified/ETag on every origin
 
 declare -A PORT=(
@@ -139,8 +144,15 @@ start_nginx() { # name port conf  (nginx daemonizes; master pid comes from its p
 }
 
 start_slow() { # name port delay
-  have python3 || { log "python3 missing; no $1 origin"; return 1; }
-  start_fg "$1" "$2" TERM tcp nice -n "$CANDIDATE_NICE" python3 "$BENCH/slow_origin.py" --port "$2" --delay "$3" --mtime "$BIG_MTIME"
+  local cmd
+  case $SLOW_ORIGIN in
+    rust)   [[ -x $SLOW_ORIGIN_BIN ]] || { log "$SLOW_ORIGIN_BIN missing (cargo build --release --example slow_origin)"; return 1; }
+            cmd=("$SLOW_ORIGIN_BIN") ;;
+    python) have python3 || { log "python3 missing; no $1 origin"; return 1; }
+            cmd=(python3 "$BENCH/slow_origin.py") ;;
+    *)      log "SLOW_ORIGIN is rust or python"; return 1 ;;
+  esac
+  start_fg "$1" "$2" TERM tcp nice -n "$CANDIDATE_NICE" "${cmd[@]}" --port "$2" --delay "$3" --mtime "$BIG_MTIME"
 }
 
 declare -A ADMIN=()
@@ -238,8 +250,8 @@ stop_all    # anything left by an earlier, interrupted run (pids it registered i
 
 if [[ " $TARGETS " == *" strangler"* && -z ${NO_BUILD:-} ]]; then
   log "cargo build --release (strangler)"
-  (cd "$REPO" && { cargo build --release --locked --offline --bin strangler 2>/dev/null \
-      || cargo build --release --locked --bin strangler; } > "$RUN/build-strangler.log" 2>&1) \
+  (cd "$REPO" && { cargo build --release --locked --offline --bin strangler --example slow_origin 2>/dev/null \
+      || cargo build --release --locked --bin strangler --example slow_origin; } > "$RUN/build-strangler.log" 2>&1) \
     || { log "strangler failed to build: see $RUN/build-strangler.log"; exit 1; }
 fi
 
@@ -263,7 +275,7 @@ log "active targets: ${ACTIVE[*]}"
   echo "wrk: -t$WRK_THREADS -d$DUR --latency; conns: $CONNS; paths: $PATHS; reps: $REPS"
   echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //')  haproxy: $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}')"
   echo "strangler: $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?')  $STRANGLER_BIN"
-  echo "put: ${PUT_CMD:-none}"
+  echo "put: ${PUT_CMD:-none}   slow/never candidate: $SLOW_ORIGIN"
 } > "$OUT/meta.txt"
 
 # warm-up: fill connection pools, page in code (not recorded)
