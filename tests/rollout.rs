@@ -531,7 +531,19 @@ async fn one_always_different_endpoint_blocks_a_canary_step() {
         };
         http.get(proxy.url(&path)).send().await.unwrap();
     }
-    let r = route(&proxy).await;
+    // Mirrors finish on the shadow thread after their client requests: the
+    // gate is read once every mirrored (legacy) request has been compared
+    // or dropped (a hang guard, not a timing assertion).
+    let mut r = route(&proxy).await;
+    for _ in 0..400 {
+        let settled = r["shadow"]["compared"].as_u64().unwrap_or(0)
+            + r["shadow"]["dropped"].as_u64().unwrap_or(0);
+        if settled >= r["legacy"]["requests"].as_u64().unwrap_or(u64::MAX) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        r = route(&proxy).await;
+    }
     assert_eq!(
         (r["stage"].as_str(), r["weight"].as_f64()),
         (Some("canary"), Some(10.0)),
