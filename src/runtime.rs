@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::compare::{Accepted, CompareError, EndpointTemplates, NoiseModel, Redactor, Rules};
@@ -38,6 +37,7 @@ use crate::rollout::state::{apply, Actor, Command, Conflict, RolloutState, Route
 use crate::rollout::window::{PersistedWindow, Window};
 use crate::routing::RoutingTable;
 use crate::shadow::executor::ShadowExecutor;
+use crate::shadow::slots::MirrorSlots;
 use crate::shadow::tee::MemoryBudget;
 use crate::shadow::RouteShadow;
 use crate::store::writer::StoreHandle;
@@ -1102,7 +1102,7 @@ fn build_snapshot(
                 }
             })?;
         let shadow = RouteShadow {
-            in_flight: Arc::new(Semaphore::new(route.shadow.max_in_flight as usize)),
+            slots: MirrorSlots::new(route.shadow.max_in_flight as usize),
             rules: Arc::new(rules),
             target: lookup(route.shadow.upstream.as_deref().unwrap_or(&route.candidate)),
             secondary: route.shadow.secondary.as_deref().map(lookup),

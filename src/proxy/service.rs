@@ -280,7 +280,7 @@ fn shadow_request(
         return (UpstreamBody::Streamed { body }, None);
     };
     let route = &snapshot.routes[index];
-    let (direction, permit, learn_noise) = match shadow::plan(
+    let (direction, slot, learn_noise) = match shadow::plan(
         &route.config,
         &route.shadow,
         status,
@@ -296,9 +296,9 @@ fn shadow_request(
         }
         Plan::Mirror {
             direction,
-            permit,
+            slot,
             learn_noise,
-        } => (direction, permit, learn_noise),
+        } => (direction, slot, learn_noise),
     };
     let (upstream_body, source) = if body.is_end_stream() {
         (
@@ -316,7 +316,7 @@ fn shadow_request(
         route_index: index,
         direction,
         learn_noise,
-        permit,
+        slot,
         head: head.clone(),
         body: source,
         endpoint: endpoint.clone(),

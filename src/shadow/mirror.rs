@@ -4,7 +4,7 @@
 //! alongside it. It waits for the request body copy, sends the copy (with
 //! `x-strangler-shadow: 1`) within `shadow.timeout`, waits for the primary's
 //! response copy, compares, and records. It holds the route's in-flight
-//! permit to the end. Whatever goes wrong ends here, counted, never seen by
+//! slot to the end. Whatever goes wrong ends here, counted, never seen by
 //! the client.
 
 use std::sync::Arc;
@@ -12,10 +12,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::keep;
+use super::slots::Slot;
 use super::tee::{BodyCapture, CopyFailure, MemoryBudget, RequestCopy, Reservation, ResponseCopy};
 use super::{count_drop, Direction, DropReason};
 use crate::compare::{self, Captured, Verdict};
@@ -45,7 +46,7 @@ pub struct MirrorJob {
     pub route_index: usize,
     pub direction: Direction,
     pub learn_noise: bool,
-    pub permit: OwnedSemaphorePermit,
+    pub slot: Slot,
     pub head: Arc<RequestHead>,
     pub body: BodySource,
     pub endpoint: Arc<str>,
@@ -74,7 +75,7 @@ impl MirrorJob {
         let budget = self.runtime.shadow_budget.clone();
         let max = self.snapshot.config.server.max_body_buffer;
         let timeout = route.config.shadow.timeout;
-        let _permit = &self.permit;
+        let _slot = &self.slot;
 
         let (body, _request_reservation) = match self.body {
             BodySource::Ready(bytes) => (bytes, None),

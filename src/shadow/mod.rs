@@ -6,8 +6,9 @@
 //! - eligibility is decided from the request head alone ([`plan`]);
 //! - bodies are copied aside while they stream (`tee`), bounded by
 //!   `max_body_buffer` per body and `server.shadow_memory` in total;
-//! - at most `shadow.max_in_flight` mirrors per route run at once
-//!   (a semaphore, `try_acquire`: beyond it the mirror is dropped);
+//! - at most `shadow.max_in_flight` mirrors per route run at once, paced
+//!   evenly while more than half run ([`slots`]; beyond it the mirror is
+//!   dropped);
 //! - the mirror runs in its own task with its own `shadow.timeout`, on a
 //!   runtime and thread of lower priority of its own ([`executor`]).
 //!
@@ -18,12 +19,12 @@
 pub mod executor;
 pub mod keep;
 pub mod mirror;
+pub mod slots;
 pub mod tee;
 
 use std::sync::Arc;
 
 use http::Method;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::compare::{EndpointTemplates, Rules};
 use crate::config::{RouteConfig, Stage};
@@ -32,11 +33,13 @@ use crate::proxy::upstream::Upstream;
 use crate::rollout::state::{RolloutState, RouteStatus};
 use crate::rollout::window::Side;
 use crate::runtime::RouteRuntime;
+use slots::{MirrorSlots, Slot};
 
 /// Why a mirror ended without a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// `shadow.max_in_flight` mirrors already running for the route.
+    /// `shadow.max_in_flight` mirrors already running for the route, or
+    /// more than half and the pace says not yet (see [`slots`]).
     Overload,
     /// `server.shadow_memory` spent.
     Memory,
@@ -86,7 +89,7 @@ pub enum Plan {
     /// Mirror it.
     Mirror {
         direction: Direction,
-        permit: OwnedSemaphorePermit,
+        slot: Slot,
         /// Also send the request to legacy a second time (or to the
         /// secondary) to learn noise.
         learn_noise: bool,
@@ -95,7 +98,7 @@ pub enum Plan {
 
 /// A route's shadowing resources in one snapshot.
 pub struct RouteShadow {
-    pub in_flight: Arc<Semaphore>,
+    pub slots: MirrorSlots,
     pub rules: Arc<Rules>,
     /// Where candidate mirrors go: `shadow.upstream` or the candidate.
     pub target: Arc<Upstream>,
@@ -153,7 +156,7 @@ pub fn plan(
     if settings.sample < 1.0 && rand::random::<f64>() >= settings.sample {
         return Plan::Off;
     }
-    let Ok(permit) = shadow.in_flight.clone().try_acquire_owned() else {
+    let Some(slot) = shadow.slots.try_admit() else {
         return Plan::Dropped(DropReason::Overload);
     };
     let learn_noise = direction == Direction::ToCandidate
@@ -162,7 +165,7 @@ pub fn plan(
             || (settings.noise_sample > 0.0 && rand::random::<f64>() < settings.noise_sample));
     Plan::Mirror {
         direction,
-        permit,
+        slot,
         learn_noise,
     }
 }
