@@ -43,7 +43,8 @@ impl App {
             Some(tls) => Some(server::tls_acceptor(tls)?),
             None => None,
         };
-        let proxy_listener = listen(config.server.listen, PROXY_BACKLOG)
+        let proxy_listener = TcpListener::bind(config.server.listen)
+            .await
             .with_context(|| format!("cannot listen on server.listen {}", config.server.listen))?;
         let admin_listener = TcpListener::bind(config.admin.listen)
             .await
@@ -173,26 +174,6 @@ async fn prune_store(runtime: Arc<Runtime>, shutdown: CancellationToken) {
     }
 }
 
-/// The proxy listener's accept queue. std and tokio ask for 128, which a
-/// load balancer or a client pool opening a few hundred connections at once
-/// overflows (the excess SYNs are dropped and retried a second later);
-/// nginx and HAProxy are commonly run with `backlog=4096`. The kernel caps
-/// it at `net.core.somaxconn`.
-const PROXY_BACKLOG: u32 = 4096;
-
-/// Binds `address` with `SO_REUSEADDR`, as `TcpListener::bind` does, and
-/// the given accept queue length.
-fn listen(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = if address.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(backlog)
-}
-
 fn default_instance_id(proxy_addr: SocketAddr) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -276,34 +257,3 @@ impl std::fmt::Display for ConfigFailure {
 }
 
 impl std::error::Error for ConfigFailure {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The accept queue the kernel gave a listening socket, as `ss` shows it
-    /// (its Send-Q column), or `None` without `ss`.
-    fn backlog_of(port: u16) -> Option<u32> {
-        let output = std::process::Command::new("ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.split_whitespace().nth(2)?.parse().ok()
-    }
-
-    #[tokio::test]
-    async fn the_proxy_listener_asks_for_a_deep_accept_queue() {
-        let listener = listen("127.0.0.1:0".parse().unwrap(), PROXY_BACKLOG).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let Some(backlog) = backlog_of(port) else {
-            eprintln!("skipped: `ss` (iproute2) is not installed");
-            return;
-        };
-        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(PROXY_BACKLOG);
-        assert_eq!(backlog, PROXY_BACKLOG.min(somaxconn));
-    }
-}
