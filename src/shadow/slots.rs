@@ -111,20 +111,11 @@ impl Pace {
         }
         let now = nanos(self.epoch.elapsed());
         let latest = now.saturating_add(interval * TOLERANCE_INTERVALS);
-        let mut due = self.due_ns.load(Ordering::Relaxed);
-        loop {
-            if due > latest {
-                return false;
-            }
-            let next = due.max(now) + interval;
-            match self
-                .due_ns
-                .compare_exchange_weak(due, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
-                Err(current) => due = current,
-            }
-        }
+        self.due_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |due| {
+                (due <= latest).then(|| due.max(now) + interval)
+            })
+            .is_ok()
     }
 
     fn record(&self, held: Duration) {
