@@ -20,9 +20,8 @@
 //! compare-and-swap), so the same number of mirrors runs, spread evenly.
 //! Below half, before any mirror has finished, and with a `max_in_flight`
 //! under [`MIN_PACED`], nothing is paced: a quiet route or a small cap
-//! behaves as a plain semaphore. A
-//! mirror that is not admitted is dropped and counted as `overload`, like
-//! one that finds every slot taken.
+//! behaves as a plain semaphore. A mirror that is not admitted is dropped
+//! and counted as `overload`, like one that finds every slot taken.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Caps below this are never paced: their bursts are too small to matter.
-pub const MIN_PACED: usize = 64;
+const MIN_PACED: usize = 64;
 /// Paced admissions may run ahead of the schedule by this many intervals.
 const TOLERANCE_INTERVALS: u64 = 8;
 /// Weight of a new slot hold time in the moving average: 1/8.
@@ -80,11 +79,13 @@ impl MirrorSlots {
     /// A slot for one more mirror, or `None` (overload): every slot is
     /// taken, or more than half are and the pace says not yet.
     pub fn try_admit(&self) -> Option<Slot> {
-        let taken = self.max - self.slots.available_permits();
-        if self.max >= MIN_PACED && taken * 2 > self.max && !self.pace.admit(self.max) {
-            return None;
-        }
+        // The slot first: a full route must not book the pace's schedule.
         let permit = self.slots.clone().try_acquire_owned().ok()?;
+        // Mirrors running besides this one.
+        let others = (self.max - self.slots.available_permits()).saturating_sub(1);
+        if self.max >= MIN_PACED && others * 2 > self.max && !self.pace.admit(self.max) {
+            return None; // the permit goes back as it drops
+        }
         Some(Slot {
             _permit: permit,
             pace: self.pace.clone(),
@@ -125,10 +126,9 @@ impl Pace {
         let new = if old == 0 {
             held
         } else {
-            let delta = (held as i128 - old as i128) >> AVERAGE_SHIFT;
-            (old as i128 + delta).max(1) as u64
+            old - (old >> AVERAGE_SHIFT) + (held >> AVERAGE_SHIFT)
         };
-        self.hold_ns.store(new, Ordering::Relaxed);
+        self.hold_ns.store(new.max(1), Ordering::Relaxed);
     }
 }
 
