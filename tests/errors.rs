@@ -7,9 +7,12 @@ use http::Response;
 use crate::support::backend::{closed_port, full, Backend};
 use crate::support::{client, upstreams, Proxy};
 
+/// The route under test, in stage `candidate`. Its errors are the point of
+/// these tests, so the automatic rollback (one failing evaluation, every
+/// 500 ms, by default) must not move the route back to legacy mid-test.
 fn candidate_route(extra: &str) -> String {
     format!(
-        "\n[[routes]]\nname = \"orders\"\npath_prefix = \"/orders\"\nlegacy = \"legacy\"\ncandidate = \"candidate\"\nstage = \"candidate\"\n{extra}\n"
+        "\n[[routes]]\nname = \"orders\"\npath_prefix = \"/orders\"\nlegacy = \"legacy\"\ncandidate = \"candidate\"\nstage = \"candidate\"\n{extra}\n[routes.rollout]\nfailure_limit = 1000000\n"
     )
 }
 

@@ -617,6 +617,14 @@ async fn a_slow_candidate_answers_after_the_client_already_has_its_response() {
     // The client is done and the candidate has not answered yet.
     let before = route_until(&proxy, "items", |_| true).await;
     assert_eq!(before["shadow"]["compared"], 0);
+    // The mirror runs on its own thread and may reach the candidate a moment
+    // after the client's answer; it cannot be compared before the release.
+    for _ in 0..500 {
+        if slow.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(slow.count(), 1, "the mirror is waiting on the candidate");
     release.notify_one();
     route_until(&proxy, "items", |r| r["shadow"]["matched"] == 1).await;
