@@ -149,22 +149,54 @@ pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
-pub async fn routes_list(State(state): State<Arc<AdminState>>) -> Json<Vec<RouteView>> {
-    let snapshot = state.runtime.snapshot.load();
-    Json(
-        snapshot
-            .routes
-            .iter()
-            .map(|r| route_view(&state.runtime, r).0)
-            .collect(),
-    )
+/// Runs `work` on a blocking-pool thread. Route views evaluate the gates,
+/// which adds up latency histograms (see `rollout::window`): CPU work that
+/// on a client worker would stall the requests it serves while a dashboard
+/// polls every route.
+async fn off_workers<T: Send + 'static>(
+    runtime: &Arc<Runtime>,
+    work: impl FnOnce(&Runtime) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let runtime = runtime.clone();
+    tokio::task::spawn_blocking(move || work(&runtime))
+        .await
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the route view failed: {error}"),
+            )
+        })
+}
+
+async fn detail_off_workers(
+    runtime: &Arc<Runtime>,
+    name: &str,
+) -> Result<Json<RouteDetail>, ApiError> {
+    let name = name.to_string();
+    off_workers(runtime, move |runtime| detail(runtime, &name)).await?
+}
+
+pub async fn routes_list(
+    State(state): State<Arc<AdminState>>,
+) -> Result<Json<Vec<RouteView>>, ApiError> {
+    off_workers(&state.runtime, |runtime| {
+        let snapshot = runtime.snapshot.load();
+        Json(
+            snapshot
+                .routes
+                .iter()
+                .map(|r| route_view(runtime, r).0)
+                .collect(),
+        )
+    })
+    .await
 }
 
 pub async fn route_get(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> Result<Json<RouteDetail>, ApiError> {
-    detail(&state.runtime, &name)
+    detail_off_workers(&state.runtime, &name).await
 }
 
 async fn control(
@@ -173,7 +205,7 @@ async fn control(
     command: Command,
 ) -> Result<Json<RouteDetail>, ApiError> {
     state.runtime.control(name, command).await?;
-    detail(&state.runtime, name)
+    detail_off_workers(&state.runtime, name).await
 }
 
 pub async fn route_promote(
@@ -209,7 +241,7 @@ pub async fn route_reset(
     Path(name): Path<String>,
 ) -> Result<Json<RouteDetail>, ApiError> {
     state.runtime.reset(&name).await?;
-    detail(&state.runtime, &name)
+    detail_off_workers(&state.runtime, &name).await
 }
 
 #[derive(Debug, Deserialize)]
