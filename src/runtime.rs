@@ -194,6 +194,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Runs CPU-bound `work` on a blocking-pool thread. Evaluating a route's
+    /// gates clones and adds up latency histograms; on a worker that serves
+    /// clients that would stall their requests (the controller does it twice
+    /// a second per live route, the admin API on every dashboard poll).
+    pub async fn off_workers<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Runtime) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let runtime = self.clone();
+        tokio::task::spawn_blocking(move || work(&runtime)).await
+    }
+
     /// Builds the runtime from a configuration and what the store remembers:
     /// a route's persisted status wins over the file's `stage`/`weight`.
     /// Background tasks it starts (health checks, webhooks) end with `shutdown`.

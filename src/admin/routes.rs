@@ -13,10 +13,10 @@ use super::error::ApiError;
 use super::AdminState;
 use crate::compare::FieldRate;
 use crate::fleet::InstanceFigures;
-use crate::rollout::controller::{self, Evaluation};
+use crate::rollout::controller::{self, Evaluation, RouteEvaluation};
 use crate::rollout::gates::Gate;
 use crate::rollout::state::Command;
-use crate::rollout::window::{EndpointShadow, ShadowSummary, SideSummary};
+use crate::rollout::window::{EndpointShadow, Figures, ShadowSummary, SideSummary};
 use crate::runtime::{RouteRuntime, Runtime};
 use crate::store::EventRow;
 
@@ -65,8 +65,7 @@ pub struct EndpointView {
     pub fields: Vec<FieldRate>,
 }
 
-fn endpoint_views(runtime: &Runtime, route: &RouteRuntime) -> Vec<EndpointView> {
-    let (figures, _) = runtime.fleet.figures(route);
+fn endpoint_views(route: &RouteRuntime, figures: &Figures) -> Vec<EndpointView> {
     let noise = route.control.noise();
     figures
         .endpoints()
@@ -80,12 +79,16 @@ fn endpoint_views(runtime: &Runtime, route: &RouteRuntime) -> Vec<EndpointView> 
         .collect()
 }
 
-/// A route's summary and its gates' evaluation, from one read of its status.
-fn route_view(runtime: &Runtime, route: &RouteRuntime) -> (RouteView, Evaluation) {
+/// A route's summary and its gates' evaluation, from one read of its status
+/// and one computation of its figures.
+fn route_view(runtime: &Runtime, route: &RouteRuntime) -> (RouteView, Evaluation, Figures) {
     let status = route.control.status.load_full();
-    let (figures, _) = runtime.fleet.figures(route);
+    let RouteEvaluation {
+        figures,
+        evaluation,
+        breakdown,
+    } = controller::evaluate_route(runtime, route, &status);
     let stage = figures.stage();
-    let (evaluation, breakdown) = controller::evaluate_route(runtime, route, &status);
     let view = RouteView {
         name: route.config.name.clone(),
         stage: status.stage.as_str(),
@@ -98,7 +101,7 @@ fn route_view(runtime: &Runtime, route: &RouteRuntime) -> (RouteView, Evaluation
         steps: route.config.rollout.steps.clone(),
         instances: runtime.fleet.shared().then_some(breakdown),
     };
-    (view, evaluation)
+    (view, evaluation, figures)
 }
 
 fn detail(runtime: &Runtime, name: &str) -> Result<Json<RouteDetail>, ApiError> {
@@ -106,13 +109,13 @@ fn detail(runtime: &Runtime, name: &str) -> Result<Json<RouteDetail>, ApiError> 
     let route = snapshot
         .route(name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no route named {name}")))?;
-    let (view, evaluation) = route_view(runtime, route);
+    let (view, evaluation, figures) = route_view(runtime, route);
     Ok(Json(RouteDetail {
         route: view,
         gates: evaluation.gates,
         stage_seconds: evaluation.stage_seconds,
         reason: (**route.control.reason.load()).clone(),
-        endpoints: endpoint_views(runtime, route),
+        endpoints: endpoint_views(route, &figures),
     }))
 }
 
@@ -149,23 +152,12 @@ pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
-/// Runs `work` on a blocking-pool thread. Route views evaluate the gates,
-/// which adds up latency histograms (see `rollout::window`): CPU work that
-/// on a client worker would stall the requests it serves while a dashboard
-/// polls every route.
-async fn off_workers<T: Send + 'static>(
-    runtime: &Arc<Runtime>,
-    work: impl FnOnce(&Runtime) -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    let runtime = runtime.clone();
-    tokio::task::spawn_blocking(move || work(&runtime))
-        .await
-        .map_err(|error| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the route view failed: {error}"),
-            )
-        })
+/// Route views evaluate the gates: built off the client workers.
+fn view_failed(error: tokio::task::JoinError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the route view failed: {error}"),
+    )
 }
 
 async fn detail_off_workers(
@@ -173,23 +165,29 @@ async fn detail_off_workers(
     name: &str,
 ) -> Result<Json<RouteDetail>, ApiError> {
     let name = name.to_string();
-    off_workers(runtime, move |runtime| detail(runtime, &name)).await?
+    runtime
+        .off_workers(move |runtime| detail(runtime, &name))
+        .await
+        .map_err(view_failed)?
 }
 
 pub async fn routes_list(
     State(state): State<Arc<AdminState>>,
 ) -> Result<Json<Vec<RouteView>>, ApiError> {
-    off_workers(&state.runtime, |runtime| {
-        let snapshot = runtime.snapshot.load();
-        Json(
-            snapshot
-                .routes
-                .iter()
-                .map(|r| route_view(runtime, r).0)
-                .collect(),
-        )
-    })
-    .await
+    state
+        .runtime
+        .off_workers(|runtime| {
+            let snapshot = runtime.snapshot.load();
+            Json(
+                snapshot
+                    .routes
+                    .iter()
+                    .map(|r| route_view(runtime, r).0)
+                    .collect(),
+            )
+        })
+        .await
+        .map_err(view_failed)
 }
 
 pub async fn route_get(

@@ -267,6 +267,14 @@ enum Role {
     Cut,
 }
 
+/// A route's evaluation, with the figures it was judged on.
+pub struct RouteEvaluation {
+    pub figures: Figures,
+    pub evaluation: Evaluation,
+    /// Each instance's share of the figures (a fleet's leader sums them).
+    pub breakdown: Vec<crate::fleet::InstanceFigures>,
+}
+
 /// A route's evaluation as this instance sees it: on the fleet's figures
 /// when it shares a reachable store, else on its own window. Promotion is
 /// blocked by `config_hash` while the fleet's configurations differ.
@@ -274,7 +282,7 @@ pub fn evaluate_route(
     runtime: &Runtime,
     route: &RouteRuntime,
     status: &RouteStatus,
-) -> (Evaluation, Vec<crate::fleet::InstanceFigures>) {
+) -> RouteEvaluation {
     let fleet = &runtime.fleet;
     let (figures, breakdown) = fleet.figures(route);
     let age = route.control.window.load().age();
@@ -292,12 +300,14 @@ pub fn evaluate_route(
     if fleet.shared() && !fleet.hashes_agree() && promotable && evaluation.blocked_by.is_none() {
         evaluation.blocked_by = Some("config_hash".to_string());
     }
-    (evaluation, breakdown)
+    RouteEvaluation {
+        figures,
+        evaluation,
+        breakdown,
+    }
 }
 
-/// Evaluates one route on a blocking-pool thread. The figures clone and add
-/// up latency histograms: CPU work that, on a client worker, would stall
-/// the requests it serves, twice a second for every route in a live stage.
+/// Evaluates one route off the client workers (see [`Runtime::off_workers`]).
 async fn evaluate_off_workers(
     runtime: &Arc<Runtime>,
     snapshot: &Arc<Snapshot>,
@@ -305,15 +315,16 @@ async fn evaluate_off_workers(
     status: &Arc<RouteStatus>,
     role: Role,
 ) -> Option<Evaluation> {
-    let (runtime, snapshot, status) = (runtime.clone(), snapshot.clone(), status.clone());
-    let evaluated = tokio::task::spawn_blocking(move || {
-        let route = &snapshot.routes[index];
-        match role {
-            Role::Lead => evaluate_route(&runtime, route, &status).0,
-            Role::Cut => evaluate(route, &status, candidate_health(&runtime, route)),
-        }
-    })
-    .await;
+    let (snapshot, status) = (snapshot.clone(), status.clone());
+    let evaluated = runtime
+        .off_workers(move |runtime| {
+            let route = &snapshot.routes[index];
+            match role {
+                Role::Lead => evaluate_route(runtime, route, &status).evaluation,
+                Role::Cut => evaluate(route, &status, candidate_health(runtime, route)),
+            }
+        })
+        .await;
     match evaluated {
         Ok(evaluation) => Some(evaluation),
         Err(error) => {
