@@ -186,3 +186,54 @@ async fn the_upstream_url_path_prefixes_the_request_path() {
     assert_eq!(seen[0].headers["host"], proxy.addr.to_string());
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn expect_continue_uploads_and_streamed_answers_pass_through() {
+    // Echoes the request body, streamed back in two chunks (chunked framing).
+    let legacy = Backend::start(|req| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let half = body.len() / 2;
+        let chunks = futures_util::stream::iter([
+            Ok::<_, std::io::Error>(http_body::Frame::data(body.slice(..half))),
+            Ok(http_body::Frame::data(body.slice(half..))),
+        ]);
+        Response::new(StreamBody::new(chunks).map_err(Into::into).boxed())
+    })
+    .await;
+    let (proxy, _candidate) = proxy_to(legacy.addr).await;
+
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut continued = [0u8; 25];
+    stream.read_exact(&mut continued).await.unwrap();
+    assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello world").await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).ends_with("0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the answer arrives")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200 ok\r\n"), "{answer}");
+    assert!(answer.contains("transfer-encoding: chunked"), "{answer}");
+    let body: String = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .skip(1)
+        .step_by(2)
+        .collect();
+    assert_eq!(body, "hello world");
+    proxy.stop().await;
+}

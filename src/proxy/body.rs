@@ -79,14 +79,24 @@ pin_project! {
     pub enum UpstreamBody {
         Streamed { #[pin] body: Incoming },
         Teed { #[pin] body: RequestTee<Incoming> },
-        Full { #[pin] body: Full<Bytes> },
+        /// Bytes in memory, taken when sent (`None` once sent, or if empty).
+        Bytes { bytes: Option<Bytes> },
     }
 }
 
 impl UpstreamBody {
     pub fn bytes(bytes: Bytes) -> Self {
-        UpstreamBody::Full {
-            body: Full::new(bytes),
+        UpstreamBody::Bytes {
+            bytes: (!bytes.is_empty()).then_some(bytes),
+        }
+    }
+
+    /// The whole body when it is held in memory (so it can be sent again),
+    /// or the streaming body back.
+    pub fn into_bytes(self) -> Result<Bytes, UpstreamBody> {
+        match self {
+            UpstreamBody::Bytes { bytes } => Ok(bytes.unwrap_or_default()),
+            streaming => Err(streaming),
         }
     }
 }
@@ -102,7 +112,9 @@ impl Body for UpstreamBody {
         match self.project() {
             UpstreamBodyProj::Streamed { body } => body.poll_frame(cx).map_err(Into::into),
             UpstreamBodyProj::Teed { body } => body.poll_frame(cx).map_err(Into::into),
-            UpstreamBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            UpstreamBodyProj::Bytes { bytes } => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
         }
     }
 
@@ -110,7 +122,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Streamed { body } => body.is_end_stream(),
             UpstreamBody::Teed { body } => body.is_end_stream(),
-            UpstreamBody::Full { body } => body.is_end_stream(),
+            UpstreamBody::Bytes { bytes } => bytes.is_none(),
         }
     }
 
@@ -118,7 +130,9 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Streamed { body } => body.size_hint(),
             UpstreamBody::Teed { body } => body.size_hint(),
-            UpstreamBody::Full { body } => body.size_hint(),
+            UpstreamBody::Bytes { bytes } => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }

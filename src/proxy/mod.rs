@@ -3,6 +3,7 @@
 pub mod body;
 pub mod error;
 pub mod framing;
+pub mod h1;
 pub mod headers;
 pub mod pool;
 pub mod server;

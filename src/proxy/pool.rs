@@ -1,18 +1,17 @@
 //! A keep-alive pool of plain HTTP/1.1 upstream connections.
 //!
-//! Most upstreams are `http://` services spoken to in HTTP/1.1, and for them
-//! hyper-util's general client (which also does TLS, HTTP/2 and connection
-//! racing) costs more per request than the rest of the proxy: a boxed
-//! checkout future, a pool keyed by scheme and authority, and a task spawned
-//! per request to return the connection. This pool is the plain case only:
-//! one stack of idle [`SendRequest`]s per upstream, taken from the top (the
-//! warmest connection) and given back when the response body has been read
-//! to its end, as nginx's `keepalive` does.
+//! Most upstreams are `http://` services spoken to in HTTP/1.1. For them
+//! this pool keeps one stack of idle connections per upstream, takes the
+//! warmest from the top and gives it back when the answer's body has been
+//! read to its end, as nginx's `keepalive` does. Each exchange runs in the
+//! task that asked for it ([`h1`]); protocol upgrades (WebSocket) go through
+//! hyper on a connection of their own, never pooled.
 //!
-//! A connection that is not ready when checked out (its previous exchange
-//! has not settled yet) is left in the pool; one that closed is dropped. A
-//! request the pool could not even start on a reused connection (it closed
-//! in the meantime) is sent again on a new one, as hyper-util does.
+//! An idle connection the upstream closed (or wrote to) meanwhile is
+//! dropped at checkout. A request that found a reused connection broken
+//! before any answer came back is sent once more on a new connection when
+//! its body is in memory and the method is idempotent (or nothing could be
+//! written), as nginx's `proxy_next_upstream error` does.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,14 +19,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::header::{CONNECTION, UPGRADE};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::UpstreamBody;
+use super::body::{BoxError, UpstreamBody};
+use super::h1::{self, Conn, ExchangeError, Outgoing, Payload, Progress};
 
 /// Idle connections kept per upstream; more are closed when given back.
 const MAX_IDLE: usize = 1024;
@@ -45,7 +46,7 @@ pub struct Http1Pool {
 }
 
 struct Idle {
-    sender: SendRequest<UpstreamBody>,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -59,6 +60,8 @@ pub enum PoolError {
     },
     #[error("connect to {address}: no connection within {timeout:?}")]
     ConnectTimeout { address: String, timeout: Duration },
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -87,53 +90,87 @@ impl Http1Pool {
         self: &Arc<Self>,
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let (mut sender, reused) = match self.checkout() {
-            Some(sender) => (sender, true),
+        if request.method() == Method::CONNECT
+            || request.headers().contains_key(UPGRADE)
+            || request.headers().contains_key(CONNECTION)
+        {
+            return self.send_upgrade(request).await;
+        }
+        let (parts, body) = request.into_parts();
+        let mut head = Request::from_parts(parts, ());
+        let payload = Payload::new(body);
+        let outgoing = Outgoing::new(&mut head, &payload);
+        let replay = match &payload {
+            Payload::Bytes(bytes) => Some(bytes.clone()),
+            Payload::Stream(_) => None,
+        };
+        let (conn, reused) = match self.checkout() {
+            Some(conn) => (conn, true),
             None => (self.connect().await?, false),
         };
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(self.wrap(response, sender)),
-            Err(mut error) => match error.take_message() {
-                // Not started: the reused connection had closed. Once more,
-                // on a new connection.
-                Some(unsent) if reused => {
-                    let mut sender = self.connect().await?;
-                    let response = sender
-                        .try_send_request(unsent)
-                        .await
-                        .map_err(|error| error.into_error())?;
-                    Ok(self.wrap(response, sender))
+        match conn.exchange(&outgoing, payload, self).await {
+            Ok(response) => Ok(response.map(PooledBody::Lean)),
+            Err((error, progress)) => {
+                let idempotent = matches!(
+                    *head.method(),
+                    Method::GET
+                        | Method::HEAD
+                        | Method::OPTIONS
+                        | Method::TRACE
+                        | Method::PUT
+                        | Method::DELETE
+                );
+                let again = reused
+                    && match progress {
+                        Progress::Unsent => true,
+                        Progress::Unanswered => idempotent,
+                        Progress::Answering => false,
+                    };
+                match replay {
+                    Some(bytes) if again => {
+                        tracing::debug!(%error, "reused upstream connection was broken; sending once more");
+                        let conn = self.connect().await?;
+                        conn.exchange(&outgoing, Payload::Bytes(bytes), self)
+                            .await
+                            .map(|response| response.map(PooledBody::Lean))
+                            .map_err(|(error, _)| error.into())
+                    }
+                    _ => Err(error.into()),
                 }
-                _ => Err(error.into_error().into()),
-            },
+            }
         }
     }
 
-    /// The warmest ready idle connection, if any.
-    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+    /// A protocol upgrade (or anything asking for `Connection` semantics of
+    /// its own): hyper on a new connection, which the upgrade then owns.
+    async fn send_upgrade(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        let stream = self.open_timed().await?;
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        let response = sender.send_request(request).await?;
+        Ok(response.map(PooledBody::unpooled))
+    }
+
+    /// The warmest idle connection still usable, if any.
+    fn checkout(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut busy = Vec::new();
-        let mut found = None;
         while let Some(entry) = idle.pop() {
-            if entry.sender.is_closed() || entry.since.elapsed() > IDLE_TIMEOUT {
-                continue;
+            if entry.since.elapsed() <= IDLE_TIMEOUT && entry.conn.is_reusable() {
+                return Some(entry.conn);
             }
-            if entry.sender.is_ready() {
-                found = Some(entry.sender);
-                break;
-            }
-            // Its last exchange is still settling: keep it for later.
-            busy.push(entry);
         }
-        idle.extend(busy.into_iter().rev());
-        found
+        None
     }
 
     /// Gives a connection whose exchange is over back to the pool.
-    fn give_back(&self, sender: SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    pub(super) fn give_back(&self, conn: Box<Conn>) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         // The oldest entry ages out here, one per return: no sweeper task.
         if idle
@@ -144,33 +181,18 @@ impl Http1Pool {
         }
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
-    fn wrap(
-        self: &Arc<Self>,
-        response: Response<Incoming>,
-        sender: SendRequest<UpstreamBody>,
-    ) -> Response<PooledBody> {
-        // A switched connection belongs to the upgrade, never to the pool.
-        let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
-        let (parts, body) = response.into_parts();
-        let mut body = PooledBody {
-            inner: body,
-            reuse: reusable.then(|| Reuse {
-                sender,
-                pool: self.clone(),
-            }),
-        };
-        body.release_if_done();
-        Response::from_parts(parts, body)
+    async fn connect(&self) -> Result<Box<Conn>, PoolError> {
+        Ok(Conn::new(self.open_timed().await?))
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.open())
+    async fn open_timed(&self) -> Result<TcpStream, PoolError> {
+        tokio::time::timeout(self.connect_timeout, self.open())
             .await
             .map_err(|_| PoolError::ConnectTimeout {
                 address: self.address.clone(),
@@ -179,14 +201,7 @@ impl Http1Pool {
             .map_err(|source| PoolError::Connect {
                 address: self.address.clone(),
                 source,
-            })?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+            })
     }
 
     /// Resolves the address and connects to the first address that answers.
@@ -209,63 +224,46 @@ impl Http1Pool {
     }
 }
 
-struct Reuse {
-    sender: SendRequest<UpstreamBody>,
-    pool: Arc<Http1Pool>,
-}
-
-/// An upstream response body that gives its connection back to the pool
-/// once read to the end. Dropped early, it takes the connection with it
-/// (hyper closes a connection whose response was not read).
-pub struct PooledBody {
-    inner: Incoming,
-    reuse: Option<Reuse>,
+/// An upstream response body: read by [`h1`] from a pooled connection, or
+/// hyper's (upgrades, and the TLS and HTTP/2 client).
+pub enum PooledBody {
+    Lean(h1::ResponseBody),
+    Hyper(Incoming),
 }
 
 impl PooledBody {
     /// A body from a connection the pool does not own (hyper-util's client).
     pub fn unpooled(inner: Incoming) -> PooledBody {
-        PooledBody { inner, reuse: None }
-    }
-
-    fn release_if_done(&mut self) {
-        if self.inner.is_end_stream() {
-            self.release();
-        }
-    }
-
-    fn release(&mut self) {
-        if let Some(Reuse { sender, pool }) = self.reuse.take() {
-            pool.give_back(sender);
-        }
+        PooledBody::Hyper(inner)
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        // `PooledBody` is `Unpin`: `Incoming` and `SendRequest` both are.
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) => this.release_if_done(),
-            Poll::Ready(Some(Err(_))) => this.reuse = None,
-            Poll::Pending => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // `PooledBody` is `Unpin`: both bodies are.
+        match self.get_mut() {
+            PooledBody::Lean(body) => Pin::new(body).poll_frame(cx),
+            PooledBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            PooledBody::Lean(body) => body.is_end_stream(),
+            PooledBody::Hyper(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            PooledBody::Lean(body) => body.size_hint(),
+            PooledBody::Hyper(body) => body.size_hint(),
+        }
     }
 }
