@@ -41,6 +41,9 @@ const MAX_TRAILERS: usize = 32;
 /// The least spare room a read is given, and the most.
 const READ_CHUNK: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
+/// Body pieces up to this size are copied out of the read buffer (see
+/// `take_front`).
+const COPY_BELOW: usize = 4 * 1024;
 /// A streamed request body is written whenever this much is encoded.
 const COALESCE_BODY: usize = 16 * 1024;
 
@@ -395,6 +398,19 @@ impl Conn {
     }
 }
 
+/// Takes `n` bytes off the front of the read buffer. Small pieces are
+/// copied, so the buffer stays unshared and the next read reuses it (no
+/// allocation per answer); large ones are split off without a copy.
+fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_BELOW {
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        data
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
+
 /// Polls a body once, without waiting: `None` when it has nothing yet.
 fn poll_now(body: Pin<&mut UpstreamBody>) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -478,32 +494,23 @@ fn parse_head(
             .reason
             .filter(|reason| Some(*reason) != status.canonical_reason())
             .map(|reason| Bytes::copy_from_slice(reason.as_bytes()));
-        // Where each name and value lies in the head: the values become
-        // slices of the head's bytes, shared rather than copied.
+        // The header values become slices of one copy of the head: shared,
+        // not copied one by one, and the read buffer stays unshared.
+        let head = Bytes::copy_from_slice(&buf[..len]);
         let base = buf.as_ptr() as usize;
-        let offset = |part: &[u8]| part.as_ptr() as usize - base;
-        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-        for (span, header) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let (name, value) = (offset(header.name.as_bytes()), offset(header.value));
-            *span = (
-                name,
-                name + header.name.len(),
-                value,
-                value + header.value.len(),
-            );
-        }
-        let count = parsed.headers.len();
-        let head = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(count);
+        let mut map = HeaderMap::with_capacity(parsed.headers.len());
         let mut facts = Facts::new(version);
-        for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[name_start..name_end])
+        for header in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(header.name.as_bytes())
                 .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
-            facts.note(&name, &head[value_start..value_end]);
-            let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-                .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
+            facts.note(&name, header.value);
+            let start = header.value.as_ptr() as usize - base;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(start..start + header.value.len()))
+                    .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
             map.append(name, value);
         }
+        buf.advance(len);
         let framing = response_framing(status, method, version, &facts, &mut map)?;
         let keep_alive = facts.keep_alive && framing != Framing::Close;
         let mut response = Response::new(());
@@ -654,7 +661,7 @@ impl ResponseBody {
         if let Framing::Length(length) = self.framing {
             if conn.buf.len() as u64 >= length {
                 // `length` fits: it is at most the buffer's length.
-                let data = conn.buf.split_to(length as usize).freeze();
+                let data = take_front(&mut conn.buf, length as usize);
                 self.ready = Some(data);
                 self.framing = Framing::Done;
             }
@@ -708,7 +715,7 @@ impl ResponseBody {
                     }
                     let take = left.min(conn.buf.len() as u64);
                     // `take` fits: it is at most the buffer's length.
-                    let data = conn.buf.split_to(take as usize).freeze();
+                    let data = take_front(&mut conn.buf, take as usize);
                     let left = left - take;
                     self.framing = match (self.framing, left) {
                         (Framing::Length(_), 0) => Framing::Done,
@@ -736,7 +743,8 @@ impl ResponseBody {
                             }
                         }
                     }
-                    let data = conn.buf.split().freeze();
+                    let all = conn.buf.len();
+                    let data = take_front(&mut conn.buf, all);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Framing::Chunked(chunk) => {
