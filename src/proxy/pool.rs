@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 
 use super::body::{BoxError, UpstreamBody};
 use super::h1::{self, Conn, ExchangeError, Outgoing, Payload, Progress};
+use super::service::is_idempotent;
 
 /// Idle connections kept per upstream; more are closed when given back.
 const MAX_IDLE: usize = 1024;
@@ -111,19 +112,10 @@ impl Http1Pool {
         match conn.exchange(&outgoing, payload, self).await {
             Ok(response) => Ok(response.map(PooledBody::Lean)),
             Err((error, progress)) => {
-                let idempotent = matches!(
-                    *head.method(),
-                    Method::GET
-                        | Method::HEAD
-                        | Method::OPTIONS
-                        | Method::TRACE
-                        | Method::PUT
-                        | Method::DELETE
-                );
                 let again = reused
                     && match progress {
                         Progress::Unsent => true,
-                        Progress::Unanswered => idempotent,
+                        Progress::Unanswered => is_idempotent(head.method()),
                         Progress::Answering => false,
                     };
                 match replay {

@@ -598,7 +598,8 @@ fn grpc_failed(headers: &HeaderMap) -> bool {
         .is_some_and(|status| status.as_bytes() != b"0")
 }
 
-fn is_idempotent(method: &Method) -> bool {
+/// Methods a request may be sent again with (RFC 9110 §9.2.2).
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
