@@ -688,6 +688,22 @@ impl ResponseBody {
         Poll::Ready(Some(Err(ExchangeError::Malformed(why).into())))
     }
 
+    /// Reads more of the body into the connection's buffer: `true` when
+    /// bytes came, `false` when the upstream closed. A read error drops the
+    /// connection.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<Result<bool, BoxError>> {
+        let Some(conn) = &mut self.conn else {
+            return Poll::Ready(Ok(false));
+        };
+        match ready!(conn.poll_read_more(cx, want)) {
+            Ok(read) => Poll::Ready(Ok(read > 0)),
+            Err(error) => {
+                self.conn = None;
+                Poll::Ready(Err(ExchangeError::Io(error).into()))
+            }
+        }
+    }
+
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             if let Some(data) = self.ready.take() {
@@ -704,13 +720,10 @@ impl ResponseBody {
                 Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
                     if conn.buf.is_empty() {
                         let want = usize::try_from(left).unwrap_or(usize::MAX);
-                        match ready!(conn.poll_read_more(cx, want)) {
-                            Ok(0) => return self.fail("connection closed inside the body"),
-                            Ok(_) => {}
-                            Err(error) => {
-                                self.conn = None;
-                                return Poll::Ready(Some(Err(ExchangeError::Io(error).into())));
-                            }
+                        match ready!(self.poll_fill(cx, want)) {
+                            Ok(true) => continue,
+                            Ok(false) => return self.fail("connection closed inside the body"),
+                            Err(error) => return Poll::Ready(Some(Err(error))),
                         }
                     }
                     let take = left.min(conn.buf.len() as u64);
@@ -730,17 +743,15 @@ impl ResponseBody {
                 }
                 Framing::Close => {
                     if conn.buf.is_empty() {
-                        match ready!(conn.poll_read_more(cx, READ_CHUNK)) {
-                            Ok(0) => {
+                        match ready!(self.poll_fill(cx, READ_CHUNK)) {
+                            Ok(true) => continue,
+                            Ok(false) => {
+                                // The close is the body's end; the connection goes with it.
                                 self.framing = Framing::Done;
                                 self.conn = None;
                                 return Poll::Ready(None);
                             }
-                            Ok(_) => {}
-                            Err(error) => {
-                                self.conn = None;
-                                return Poll::Ready(Some(Err(ExchangeError::Io(error).into())));
-                            }
+                            Err(error) => return Poll::Ready(Some(Err(error))),
                         }
                     }
                     let all = conn.buf.len();
@@ -803,13 +814,10 @@ impl ResponseBody {
                             if conn.buf.len() >= MAX_HEAD_BYTES {
                                 return self.fail("chunk framing line too long");
                             }
-                            match ready!(conn.poll_read_more(cx, READ_CHUNK)) {
-                                Ok(0) => return self.fail("connection closed inside the body"),
-                                Ok(_) => {}
-                                Err(error) => {
-                                    self.conn = None;
-                                    return Poll::Ready(Some(Err(ExchangeError::Io(error).into())));
-                                }
+                            match ready!(self.poll_fill(cx, READ_CHUNK)) {
+                                Ok(true) => {}
+                                Ok(false) => return self.fail("connection closed inside the body"),
+                                Err(error) => return Poll::Ready(Some(Err(error))),
                             }
                         }
                     }
