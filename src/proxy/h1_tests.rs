@@ -23,6 +23,8 @@ enum Answer {
     BytesThenClose(&'static [u8]),
     /// Closes without answering.
     Close,
+    /// Waits 200 ms, then writes these bytes and keeps the connection open.
+    Late(&'static [u8]),
 }
 
 /// The requests an upstream received: (connection, raw bytes).
@@ -57,6 +59,10 @@ async fn upstream(
                             return;
                         }
                         Answer::Close => return,
+                        Answer::Late(bytes) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            stream.write_all(bytes).await.unwrap();
+                        }
                     }
                 }
             });
@@ -351,4 +357,28 @@ fn content_lengths_must_be_digits_and_agree() {
         parse_length(b"9999999999999999999"),
         Some(9_999_999_999_999_999_999)
     );
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_leaves_the_pool_when_another_returns() {
+    // Connection 0 answers and closes; connection 1 answers 200 ms later,
+    // by when the close has reached our side.
+    let (addr, _) = upstream(|c, _| {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        if c == 0 {
+            Answer::BytesThenClose(answer)
+        } else {
+            Answer::Late(answer)
+        }
+    })
+    .await;
+    let pool = pool_to(addr);
+    let (first, second) = tokio::join!(
+        exchange(&pool, request(Method::GET, "/", b"")),
+        exchange(&pool, request(Method::GET, "/", b""))
+    );
+    assert_eq!((first.1.len(), second.1.len()), (2, 2));
+    // Connection 0 went back first and lay at the bottom; connection 1's
+    // return dropped it.
+    assert_eq!(pool.idle_count(), 1);
 }

@@ -164,11 +164,12 @@ impl Http1Pool {
     /// Gives a connection whose exchange is over back to the pool.
     pub(super) fn give_back(&self, conn: Box<Conn>) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        // The oldest entry ages out here, one per return: no sweeper task.
-        if idle
-            .first()
-            .is_some_and(|oldest| oldest.since.elapsed() > IDLE_TIMEOUT)
-        {
+        // The oldest entry goes here, one per return, when it aged out or
+        // its upstream closed it (a socket the upstream closed stays open
+        // on our side until then): no sweeper task.
+        if idle.first().is_some_and(|oldest| {
+            oldest.since.elapsed() > IDLE_TIMEOUT || !oldest.conn.is_reusable()
+        }) {
             idle.remove(0);
         }
         if idle.len() < MAX_IDLE {
@@ -177,6 +178,15 @@ impl Http1Pool {
                 since: Instant::now(),
             });
         }
+    }
+
+    /// Idle connections held now.
+    #[cfg(test)]
+    pub(super) fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     async fn connect(&self) -> Result<Box<Conn>, PoolError> {
