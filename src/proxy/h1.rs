@@ -423,7 +423,8 @@ fn poll_now(body: Pin<&mut UpstreamBody>) -> Option<Option<Result<Frame<Bytes>, 
 /// How far a failed exchange got, for deciding whether it may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
-    /// The request could not be written (the connection was broken).
+    /// Writing the request failed (the connection was broken): the upstream
+    /// cannot have received it whole.
     Unsent,
     /// Written, but not a byte of an answer came back.
     Unanswered,

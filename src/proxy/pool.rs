@@ -8,10 +8,11 @@
 //! hyper on a connection of their own, never pooled.
 //!
 //! An idle connection the upstream closed (or wrote to) meanwhile is
-//! dropped at checkout. A request that found a reused connection broken
-//! before any answer came back is sent once more on a new connection when
-//! its body is in memory and the method is idempotent (or nothing could be
-//! written), as nginx's `proxy_next_upstream error` does.
+//! dropped at checkout, or when it is the oldest as another comes back. A
+//! request that found a reused connection broken before any answer came
+//! back is sent once more on a new connection when its body is in memory
+//! and the method is idempotent (or writing the request failed), as nginx's
+//! `proxy_next_upstream error` does.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
