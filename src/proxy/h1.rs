@@ -71,6 +71,8 @@ pub enum ExchangeError {
     HeadTooLarge,
     #[error("reading the request body: {0}")]
     RequestBody(BoxError),
+    #[error("the request body and its content-length differ")]
+    BodyLengthMismatch,
 }
 
 /// How a request body is delimited.
@@ -117,19 +119,24 @@ impl Outgoing {
         let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in request.headers() {
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
+        write_fields(&mut head, request.headers());
         Outgoing {
             method,
             head,
             framing,
         }
     }
+}
+
+/// Writes header (or trailer) lines and the empty line that ends them.
+fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// hyper's `Client::set_length` for HTTP/1.1: a `Transfer-Encoding` is
@@ -186,9 +193,13 @@ fn is_chunked(headers: &HeaderMap) -> bool {
         .get_all(TRANSFER_ENCODING)
         .iter()
         .next_back()
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.rsplit(',').next())
-        .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
+        .is_some_and(|value| ends_in_chunked(value.as_bytes()))
+}
+
+/// Whether a `Transfer-Encoding` value's last coding is `chunked`.
+fn ends_in_chunked(value: &[u8]) -> bool {
+    let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
 impl Conn {
@@ -270,9 +281,7 @@ impl Conn {
             (RequestFraming::Empty, _) => return Ok(self.stream.write_all(head).await?),
             (RequestFraming::Length(length), Payload::Bytes(bytes)) => {
                 if length != bytes.len() as u64 {
-                    return Err(ExchangeError::RequestBody(
-                        "request body and its content-length differ".into(),
-                    ));
+                    return Err(ExchangeError::BodyLengthMismatch);
                 }
                 // Head and body in one `writev`.
                 let mut both = head.chain(bytes);
@@ -322,13 +331,7 @@ impl Conn {
                 Err(frame) => {
                     if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
                         out.extend_from_slice(b"0\r\n");
-                        for (name, value) in &trailers {
-                            out.extend_from_slice(name.as_str().as_bytes());
-                            out.extend_from_slice(b": ");
-                            out.extend_from_slice(value.as_bytes());
-                            out.extend_from_slice(b"\r\n");
-                        }
-                        out.extend_from_slice(b"\r\n");
+                        write_fields(&mut out, &trailers);
                         self.stream.write_all(&out).await?;
                         return Ok(());
                     }
@@ -337,9 +340,7 @@ impl Conn {
         }
         match framing {
             RequestFraming::Length(length) if sent != length => {
-                return Err(ExchangeError::RequestBody(
-                    "request body and its content-length differ".into(),
-                ))
+                return Err(ExchangeError::BodyLengthMismatch)
             }
             RequestFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
             _ => {}
@@ -562,8 +563,7 @@ impl Facts {
                 _ => Length::Invalid,
             };
         } else if *name == TRANSFER_ENCODING {
-            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.chunked = Some(ends_in_chunked(value));
         } else if *name == CONNECTION {
             for token in value.split(|b| *b == b',') {
                 let token = token.trim_ascii();

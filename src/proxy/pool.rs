@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, UPGRADE};
+use http::header::UPGRADE;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -92,10 +92,9 @@ impl Http1Pool {
         self: &Arc<Self>,
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        if request.method() == Method::CONNECT
-            || request.headers().contains_key(UPGRADE)
-            || request.headers().contains_key(CONNECTION)
-        {
+        // Header hygiene leaves `Upgrade` (with `Connection: upgrade`) only
+        // on a request that switches protocols.
+        if request.method() == Method::CONNECT || request.headers().contains_key(UPGRADE) {
             return self.send_upgrade(request).await;
         }
         let (parts, body) = request.into_parts();
@@ -134,8 +133,8 @@ impl Http1Pool {
         }
     }
 
-    /// A protocol upgrade (or anything asking for `Connection` semantics of
-    /// its own): hyper on a new connection, which the upgrade then owns.
+    /// A protocol upgrade or CONNECT: hyper on a new connection, which the
+    /// upgrade then owns.
     async fn send_upgrade(
         &self,
         request: Request<UpstreamBody>,
