@@ -9,6 +9,7 @@ mod dashboard;
 mod demo;
 mod errors;
 mod fleet;
+mod http1;
 mod hygiene;
 mod lifecycle;
 mod pool;

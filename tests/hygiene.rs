@@ -143,19 +143,29 @@ async fn malformed_oversized_and_ambiguous_requests_are_refused() {
     );
     assert_eq!(legacy.count(), 0, "neither request reached the upstream");
 
-    // Later on a keep-alive connection, hyper's RFC 9112 §6.3 handling still
-    // neutralises it: chunked wins, Content-Length never reaches the
-    // upstream, and the connection closes after the answer.
+    // Later on a keep-alive connection it is refused just the same: the own
+    // HTTP/1 codec hands it to hyper with the check in front.
     let mut second = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
     second.extend_from_slice(smuggling);
     let answers = raw_exchange(proxy.addr, &second).await;
     assert_eq!(answers.matches("HTTP/1.1 ").count(), 2, "{answers}");
+    assert!(answers.contains("HTTP/1.1 400"), "{answers}");
+    assert_eq!(legacy.count(), 1, "only /first reached the upstream");
+
+    // On a connection hyper already serves (since a chunked upload), hyper's
+    // RFC 9112 §6.3 handling neutralises it: chunked wins, Content-Length
+    // never reaches the upstream, and the connection closes after the answer.
+    let mut third =
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec();
+    third.extend_from_slice(smuggling);
+    let answers = raw_exchange(proxy.addr, &third).await;
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 2, "{answers}");
     let seen = legacy.seen();
-    assert_eq!(seen.len(), 2, "the smuggled GET never reached the upstream");
+    assert_eq!(seen.len(), 3, "the smuggled GET never reached the upstream");
     assert!(
-        !seen[1].headers.contains_key("content-length"),
+        !seen[2].headers.contains_key("content-length"),
         "{:?}",
-        seen[1].headers
+        seen[2].headers
     );
     proxy.stop().await;
 }

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::inbound::OwnBody;
 use super::pool::PooledBody;
 use crate::shadow::tee::{RequestTee, ResponseTee};
 
@@ -72,13 +73,52 @@ impl Body for ProxyBody {
 }
 
 pin_project! {
+    /// A client's request body: read by hyper (TLS, HTTP/2, and what the
+    /// own codec hands over), or by the own HTTP/1 codec (see `inbound`).
+    #[project = ClientBodyProj]
+    pub enum ClientBody {
+        Hyper { #[pin] body: Incoming },
+        Own { body: OwnBody },
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ClientBodyProj::Hyper { body } => body.poll_frame(cx).map_err(Into::into),
+            ClientBodyProj::Own { body } => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper { body } => body.is_end_stream(),
+            ClientBody::Own { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper { body } => body.size_hint(),
+            ClientBody::Own { body } => body.size_hint(),
+        }
+    }
+}
+
+pin_project! {
     /// A request body sent upstream: the client's stream (copied aside when
     /// it is being shadowed), or bytes we hold (a kept body that may be sent
     /// twice, or a mirrored request).
     #[project = UpstreamBodyProj]
     pub enum UpstreamBody {
-        Streamed { #[pin] body: Incoming },
-        Teed { #[pin] body: RequestTee<Incoming> },
+        Streamed { #[pin] body: ClientBody },
+        Teed { #[pin] body: RequestTee<ClientBody> },
         /// Bytes in memory, taken when sent (`None` once sent, or if empty).
         Bytes { bytes: Option<Bytes> },
     }
@@ -88,15 +128,6 @@ impl UpstreamBody {
     pub fn bytes(bytes: Bytes) -> Self {
         UpstreamBody::Bytes {
             bytes: (!bytes.is_empty()).then_some(bytes),
-        }
-    }
-
-    /// The whole body when it is held in memory (so it can be sent again),
-    /// or the streaming body back.
-    pub fn into_bytes(self) -> Result<Bytes, UpstreamBody> {
-        match self {
-            UpstreamBody::Bytes { bytes } => Ok(bytes.unwrap_or_default()),
-            streaming => Err(streaming),
         }
     }
 }

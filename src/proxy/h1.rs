@@ -39,8 +39,8 @@ const MAX_HEADERS: usize = 100;
 /// Most trailer lines after a chunked body.
 const MAX_TRAILERS: usize = 32;
 /// The least spare room a read is given, and the most.
-const READ_CHUNK: usize = 8 * 1024;
-const MAX_READ: usize = 64 * 1024;
+pub(super) const READ_CHUNK: usize = 8 * 1024;
+pub(super) const MAX_READ: usize = 64 * 1024;
 /// Body pieces up to this size are copied out of the read buffer (see
 /// `take_front`).
 const COPY_BELOW: usize = 4 * 1024;
@@ -92,10 +92,10 @@ pub enum Payload {
 
 impl Payload {
     pub fn new(body: UpstreamBody) -> Payload {
-        match body.into_bytes() {
-            Ok(bytes) => Payload::Bytes(bytes),
-            Err(stream) if stream.is_end_stream() => Payload::Bytes(Bytes::new()),
-            Err(stream) => Payload::Stream(stream),
+        match body {
+            UpstreamBody::Bytes { bytes } => Payload::Bytes(bytes.unwrap_or_default()),
+            stream if stream.is_end_stream() => Payload::Bytes(Bytes::new()),
+            stream => Payload::Stream(stream),
         }
     }
 }
@@ -402,7 +402,7 @@ impl Conn {
 /// Takes `n` bytes off the front of the read buffer. Small pieces are
 /// copied, so the buffer stays unshared and the next read reuses it (no
 /// allocation per answer); large ones are split off without a copy.
-fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
+pub(super) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
     if n <= COPY_BELOW {
         let data = Bytes::copy_from_slice(&buf[..n]);
         buf.advance(n);
@@ -528,25 +528,26 @@ fn parse_head(
     }
 }
 
-/// What a response head says about its framing and its connection, noted
-/// while its lines are read (no lookups afterwards).
-struct Facts {
+/// What a message head says about its framing and its connection, noted
+/// while its lines are read (no lookups afterwards). Used for answers here
+/// and for client requests in `inbound`.
+pub(super) struct Facts {
     /// Whether the last transfer coding is chunked; `None`: no
     /// `Transfer-Encoding`.
-    chunked: Option<bool>,
-    length: Length,
-    keep_alive: bool,
+    pub chunked: Option<bool>,
+    pub length: Length,
+    pub keep_alive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Length {
+pub(super) enum Length {
     Absent,
     Valid(u64),
     Invalid,
 }
 
 impl Facts {
-    fn new(version: Version) -> Facts {
+    pub(super) fn new(version: Version) -> Facts {
         Facts {
             chunked: None,
             length: Length::Absent,
@@ -555,7 +556,7 @@ impl Facts {
         }
     }
 
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+    pub(super) fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if *name == CONTENT_LENGTH {
             self.length = match (self.length, parse_length(value)) {
                 (Length::Absent, Some(length)) => Length::Valid(length),
@@ -581,7 +582,7 @@ impl Facts {
 }
 
 /// A `Content-Length` value: digits, or a list of equal such values.
-fn parse_length(value: &[u8]) -> Option<u64> {
+pub(super) fn parse_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
     for part in value.split(|b| *b == b',') {
         let part = part.trim_ascii();

@@ -5,6 +5,7 @@ pub mod error;
 pub mod framing;
 pub mod h1;
 pub mod headers;
+pub mod inbound;
 pub mod pool;
 pub mod server;
 pub mod service;

@@ -1,6 +1,8 @@
-//! The proxy listener: accepts connections (cleartext HTTP/1.1 and h2c, or
-//! TLS with ALPN `h2`/`http/1.1`), serves each with hyper-util's automatic
-//! protocol detection, and drains them on shutdown.
+//! The proxy listener: accepts connections (cleartext HTTP/1.x and h2c, or
+//! TLS with ALPN `h2`/`http/1.1`) and drains them on shutdown. Cleartext
+//! connections are served by the own HTTP/1 codec (`inbound`), which hands
+//! whatever it does not serve to hyper-util's automatic protocol detection;
+//! TLS connections go to hyper directly.
 //!
 //! Shutdown: when `shutdown` is cancelled the accept loop stops at once;
 //! every open connection is told to finish its in-flight requests and close
@@ -8,29 +10,34 @@
 //! is left is dropped.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::body::ClientBody;
 use super::framing::FirstHead;
+use super::inbound;
 use super::service::{handle, ConnInfo};
 use crate::config::TlsConfig;
 use crate::runtime::Runtime;
 
 /// Largest request head accepted; beyond it the client gets 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// A client that opens a connection must finish its TLS handshake and send
 /// its request head within this.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the TLS settings could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +89,9 @@ pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// hyper's server, for TLS connections and for what `inbound` hands over.
+pub type HyperServer = auto::Builder<TokioExecutor>;
+
 /// Serves the proxy on `listener` until `shutdown`, then drains for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -100,9 +110,13 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
-    let builder = Arc::new(builder);
+    let hyper = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let shared = Arc::new(inbound::Shared {
+        runtime: runtime.clone(),
+        hyper: hyper.clone(),
+        shutdown: shutdown.clone(),
+    });
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -118,33 +132,13 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let runtime = runtime.clone();
-        let builder = builder.clone();
-        // A service for one connection, told whether its first request head
-        // was ambiguous (see `framing`).
-        let service_for = move |ambiguous: Arc<AtomicBool>| {
-            let conn = Arc::new(ConnInfo::new(peer, scheme, ambiguous));
-            service_fn(move |request| {
-                let (runtime, conn) = (runtime.clone(), conn.clone());
-                async move { Ok::<_, Infallible>(handle(runtime, conn, request).await) }
-            })
-        };
+        let watcher = graceful.watcher();
         match &tls {
             None => {
-                let (stream, ambiguous) = FirstHead::new(stream);
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service_for(ambiguous))
-                    .into_owned();
-                let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = watched.await {
-                        tracing::debug!(%peer, error = %error, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(inbound::serve(stream, peer, shared.clone(), watcher));
             }
             Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
+                let (acceptor, runtime, hyper) = (acceptor.clone(), runtime.clone(), hyper.clone());
                 tokio::spawn(async move {
                     let stream =
                         match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
@@ -158,16 +152,7 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let (stream, ambiguous) = FirstHead::new(stream);
-                    let connection = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(stream),
-                            service_for(ambiguous),
-                        )
-                        .into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, error = %error, "connection ended with an error");
-                    }
+                    serve_with_hyper(&hyper, stream, runtime, peer, "https", watcher).await;
                 });
             }
         }
@@ -177,5 +162,30 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "shutdown grace elapsed; closing remaining connections"),
+    }
+}
+
+/// Serves one connection with hyper's automatic HTTP/1.1-or-HTTP/2
+/// detection, its first request head checked for ambiguous framing.
+pub async fn serve_with_hyper<S>(
+    hyper: &HyperServer,
+    stream: S,
+    runtime: Arc<Runtime>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (stream, ambiguous) = FirstHead::new(stream);
+    let conn = Arc::new(ConnInfo::new(peer, scheme, ambiguous));
+    let service = service_fn(move |request: Request<Incoming>| {
+        let (runtime, conn) = (runtime.clone(), conn.clone());
+        let request = request.map(|body| ClientBody::Hyper { body });
+        async move { Ok::<_, Infallible>(handle(runtime, conn, request).await) }
+    });
+    let connection = hyper.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %error, "connection ended with an error");
     }
 }

@@ -17,10 +17,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{IdleTimeout, ProxyBody};
+use super::body::{ClientBody, IdleTimeout, ProxyBody};
 use super::error::{plain, upstream_failure_response, UpstreamFailure};
 use super::headers::{self, X_STRANGLER_SIDE, X_STRANGLER_TOKEN};
 use super::pool::PooledBody;
@@ -87,7 +86,7 @@ struct Target<'a> {
 pub async fn handle(
     runtime: Arc<Runtime>,
     conn: Arc<ConnInfo>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let snapshot = runtime.snapshot.load_full();
@@ -269,7 +268,7 @@ fn shadow_request(
     target: &Target<'_>,
     head: &Arc<RequestHead>,
     endpoint: &Arc<str>,
-    body: Incoming,
+    body: ClientBody,
     special: bool,
 ) -> (
     UpstreamBody,
