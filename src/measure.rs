@@ -73,14 +73,16 @@ type Key = (Arc<str>, Arc<str>);
 
 /// Per-endpoint traffic of the whole proxy.
 pub struct Measure {
-    endpoints: RwLock<HashMap<Key, Arc<Counters>>>,
+    /// Looked up on every request: foldhash instead of SipHash (the keys
+    /// are bounded by `max_endpoints`, so flooding is not a concern).
+    endpoints: RwLock<HashMap<Key, Arc<Counters>, foldhash::fast::RandomState>>,
     started: tokio::time::Instant,
 }
 
 impl Default for Measure {
     fn default() -> Self {
         Measure {
-            endpoints: RwLock::new(HashMap::new()),
+            endpoints: RwLock::new(HashMap::default()),
             started: tokio::time::Instant::now(),
         }
     }

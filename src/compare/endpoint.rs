@@ -25,8 +25,9 @@ pub const OTHER: &str = "{other}";
 pub struct EndpointTemplates {
     explicit: Vec<Explicit>,
     max: usize,
-    /// Templates seen so far (`METHOD /path/{id}`), interned.
-    seen: RwLock<HashMap<String, Arc<str>>>,
+    /// Templates seen so far (`METHOD /path/{id}`), interned. Looked up on
+    /// every request: foldhash instead of SipHash (bounded by `max`).
+    seen: RwLock<HashMap<String, Arc<str>, foldhash::fast::RandomState>>,
     other: Arc<str>,
 }
 
@@ -55,7 +56,7 @@ impl EndpointTemplates {
         EndpointTemplates {
             explicit,
             max: max_endpoints as usize,
-            seen: RwLock::new(HashMap::new()),
+            seen: RwLock::new(HashMap::default()),
             other: Arc::from(OTHER),
         }
     }

@@ -36,6 +36,8 @@ use super::pool::Http1Pool;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header lines in a response head (hyper's default).
 const MAX_HEADERS: usize = 100;
+/// Header lines an answer's map has room for, at least (see `parse_head`).
+const REUSED_MAP_CAPACITY: usize = 16;
 /// Most trailer lines after a chunked body.
 const MAX_TRAILERS: usize = 32;
 /// The least spare room a read is given, and the most.
@@ -500,7 +502,9 @@ fn parse_head(
         // not copied one by one, and the read buffer stays unshared.
         let head = Bytes::copy_from_slice(&buf[..len]);
         let base = buf.as_ptr() as usize;
-        let mut map = HeaderMap::with_capacity(parsed.headers.len());
+        // Room for a client's request head too: `inbound` reuses this map
+        // for the next request on the client connection.
+        let mut map = HeaderMap::with_capacity(parsed.headers.len().max(REUSED_MAP_CAPACITY));
         let mut facts = Facts::new(version);
         for header in parsed.headers.iter() {
             let name = HeaderName::from_bytes(header.name.as_bytes())

@@ -22,6 +22,7 @@ use std::future::{poll_fn, Future};
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::{pin, Pin};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -84,6 +85,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, wat
         })),
         writer,
         out: Vec::new(),
+        scratch: Scratch::default(),
     };
     let Some(reader) = conn.run(&shared, &info).await else {
         return;
@@ -127,12 +129,13 @@ impl Reader {
     /// the connection is to close.
     async fn next_head(
         &mut self,
+        scratch: &mut Scratch,
         mut deadline: Pin<&mut Sleep>,
         mut shutdown: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Result<Option<Head>, Unsupported> {
         loop {
             if !self.buf.is_empty() {
-                match parse_head(&mut self.buf)? {
+                match parse_head(&mut self.buf, scratch)? {
                     Some(head) => return Ok(Some(head)),
                     None if self.buf.len() < MAX_HEAD_BYTES => {}
                     None => return Err(Unsupported),
@@ -166,6 +169,7 @@ struct Connection {
     writer: OwnedWriteHalf,
     /// The answer's head and small body pieces, reused from answer to answer.
     out: Vec<u8>,
+    scratch: Scratch,
 }
 
 impl Connection {
@@ -179,7 +183,10 @@ impl Connection {
         loop {
             let reader = self.reader.as_mut()?;
             deadline.as_mut().reset(Instant::now() + HEAD_TIMEOUT);
-            let head = match reader.next_head(deadline.as_mut(), shutdown.as_mut()).await {
+            let head = match reader
+                .next_head(&mut self.scratch, deadline.as_mut(), shutdown.as_mut())
+                .await
+            {
                 Ok(Some(head)) => head,
                 Ok(None) => return None,
                 Err(Unsupported) => return self.reader.take(),
@@ -245,6 +252,8 @@ impl Connection {
         let length = (!body.is_end_stream()).then(|| body.size_hint().exact());
         self.out.clear();
         let (framing, last) = encode_head(&mut self.out, &mut parts, asked, length, !keep_alive);
+        parts.headers.clear();
+        self.scratch.headers = Some(parts.headers);
         let mut body = pin!(body);
         let mut left = match framing {
             Framing::Length(0) => {
@@ -329,9 +338,21 @@ struct Head {
 #[derive(Debug)]
 struct Unsupported;
 
+/// Storage reused from request to request.
+#[derive(Default)]
+struct Scratch {
+    /// An emptied header map kept from the last answer: the next request's
+    /// headers go into it, so no map is allocated per request.
+    headers: Option<HeaderMap>,
+    /// The header lines of the head being parsed: names, and where their
+    /// values sit in the head.
+    lines: Vec<(HeaderName, Range<usize>)>,
+}
+
 /// Parses one request head off the front of `buf`, as hyper's server does.
-/// `Ok(None)`: more bytes are needed.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Unsupported> {
+/// `Ok(None)`: more bytes are needed. `Err`: the head is left in `buf` for
+/// hyper.
+fn parse_head(buf: &mut BytesMut, scratch: &mut Scratch) -> Result<Option<Head>, Unsupported> {
     let mut lines = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let parser = httparse::ParserConfig::default();
@@ -355,21 +376,16 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Unsupported> {
     } else {
         Version::HTTP_10
     };
-    // The target and header values become slices of one copy of the head:
-    // shared, not copied one by one, and the read buffer stays unshared.
-    let head = Bytes::copy_from_slice(&buf[..len]);
+    // Where the target and the values sit: they become slices of the head
+    // once it is split off the buffer, as hyper does (no copy).
     let base = buf.as_ptr() as usize;
-    let slice = |part: &[u8]| {
+    let range = |part: &[u8]| {
         let start = part.as_ptr() as usize - base;
-        head.slice(start..start + part.len())
+        start..start + part.len()
     };
-    let Ok(uri) = Uri::from_maybe_shared(slice(path.as_bytes())) else {
-        return Err(Unsupported);
-    };
-    // Room for what the proxy adds (`x-forwarded-*`, `host`): growing a
-    // map rehashes it, which cost more than the whole parse.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ADDED_HEADERS);
+    let target = range(path.as_bytes());
     let mut facts = Facts::new(version);
+    scratch.lines.clear();
     for line in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(line.name.as_bytes()) else {
             return Err(Unsupported);
@@ -378,17 +394,35 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Unsupported> {
             return Err(Unsupported);
         }
         facts.note(&name, line.value);
-        let Ok(value) = HeaderValue::from_maybe_shared(slice(line.value)) else {
-            return Err(Unsupported);
-        };
-        headers.append(name, value);
+        scratch.lines.push((name, range(line.value)));
     }
     let length = match (facts.chunked, facts.length) {
         (None, Length::Absent) => 0,
         (None, Length::Valid(length)) => length,
         _ => return Err(Unsupported),
     };
-    buf.advance(len);
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
+        // httparse takes some targets `Uri` refuses (`http://[::1/`): put
+        // the head back for hyper, which answers 400.
+        let mut whole = BytesMut::from(&head[..]);
+        whole.unsplit(std::mem::take(buf));
+        *buf = whole;
+        return Err(Unsupported);
+    };
+    // Room for what the proxy adds (`x-forwarded-*`, `host`): growing a map
+    // rehashes it, which costs more than the whole parse.
+    let room = scratch.lines.len() + ADDED_HEADERS;
+    let mut headers = match scratch.headers.take() {
+        Some(spare) if spare.capacity() >= room => spare,
+        _ => HeaderMap::with_capacity(room),
+    };
+    for (name, value) in scratch.lines.drain(..) {
+        // httparse accepts exactly the value bytes `HeaderValue` does.
+        if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) {
+            headers.append(name, value);
+        }
+    }
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
