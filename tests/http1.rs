@@ -155,3 +155,23 @@ async fn shutdown_closes_idle_keep_alive_connections() {
         "the idle connection should close at shutdown: {closed:?} {rest:?}"
     );
 }
+
+#[tokio::test]
+async fn a_body_left_unread_closes_the_connection_after_the_answer() {
+    let dead = crate::support::backend::closed_port().await;
+    let proxy = Proxy::start(&format!(
+        "{}[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nlegacy = \"legacy\"\ncandidate = \"candidate\"\n",
+        upstreams(dead, dead)
+    ))
+    .await;
+    // Half the body: the rest never comes, and nothing reads it (the
+    // upstream is down), so the connection cannot carry another request.
+    let answer = raw_exchange(
+        proxy.addr,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    proxy.stop().await;
+}

@@ -2,11 +2,11 @@
 //!
 //! hyper's server connection was the largest single cost per proxied
 //! request (callgrind: ~9.4k of ~27k instructions: its dispatcher, a boxed
-//! head-read timer per request, a fresh read buffer per request). As `h1`
-//! does for upstreams, this serves the common case in the connection's own
-//! task: the request head is parsed with httparse (as hyper does), the
-//! request goes to [`handle`], and the answer is framed by hyper's server
-//! rules (see [`encode_head`]) and written.
+//! head-read timer per request, a header map per request). As `h1` does
+//! for upstreams, this serves the common case in the connection's own task:
+//! the request head is parsed with httparse (as hyper does), the request
+//! goes to [`handle`], and the answer is framed by hyper's server rules
+//! (see [`encode_head`]) and written. About 5.4k instructions.
 //!
 //! Only plain requests are served here: no body, or a `Content-Length` one.
 //! At the first request that is anything else — the HTTP/2 preface, a head
