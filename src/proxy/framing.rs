@@ -10,6 +10,9 @@
 //! both headers the connection is flagged and the proxy answers 400 instead
 //! of forwarding. After that first head it is a plain pass-through (later
 //! requests on a keep-alive connection are still neutralised by hyper).
+//!
+//! It also hands hyper the bytes `inbound` already read from a connection
+//! it passes on: its first reads return them.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, Bytes};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -24,23 +28,27 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const MAX_HEAD: usize = 64 * 1024;
 
 pin_project! {
-    /// A connection whose first request head is checked for ambiguous framing.
+    /// A connection whose first request head is checked for ambiguous
+    /// framing, and whose first reads return `read`, bytes already read
+    /// from it.
     pub struct FirstHead<S> {
         #[pin]
         inner: S,
+        read: Bytes,
         head: Option<Vec<u8>>,
         ambiguous: Arc<AtomicBool>,
     }
 }
 
 impl<S> FirstHead<S> {
-    /// Wraps `inner`; the returned flag is set when the first request is
-    /// ambiguous.
-    pub fn new(inner: S) -> (Self, Arc<AtomicBool>) {
+    /// Wraps `inner`, from which `read` was read already; the returned
+    /// flag is set when the first request is ambiguous.
+    pub fn new(inner: S, read: Bytes) -> (Self, Arc<AtomicBool>) {
         let ambiguous = Arc::new(AtomicBool::new(false));
         (
             FirstHead {
                 inner,
+                read,
                 head: Some(Vec::new()),
                 ambiguous: ambiguous.clone(),
             },
@@ -89,7 +97,14 @@ impl<S: AsyncRead> AsyncRead for FirstHead<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        let polled = this.inner.poll_read(cx, buf);
+        let polled = if this.read.is_empty() {
+            this.inner.poll_read(cx, buf)
+        } else {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            Poll::Ready(Ok(()))
+        };
         if let (Poll::Ready(Ok(())), Some(head)) = (&polled, this.head.as_mut()) {
             head.extend_from_slice(&buf.filled()[before..]);
             match inspect(head) {
@@ -159,5 +174,29 @@ mod tests {
         );
         assert_eq!(inspect(b"POST / HTTP/1.1\r\nContent-Le"), Verdict::NeedMore);
         assert_eq!(inspect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Verdict::Clear);
+    }
+
+    #[tokio::test]
+    async fn bytes_already_read_come_first_and_are_inspected() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut near, far) = tokio::io::duplex(256);
+        let (mut stream, ambiguous) = FirstHead::new(
+            far,
+            Bytes::from_static(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n"),
+        );
+        near.write_all(b"Transfer-Encoding: chunked\r\n\r\n")
+            .await
+            .expect("duplex write");
+        drop(near);
+        let mut all = String::new();
+        stream.read_to_string(&mut all).await.expect("duplex read");
+        assert_eq!(
+            all,
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        assert!(
+            ambiguous.load(Ordering::Acquire),
+            "the whole head was inspected"
+        );
     }
 }

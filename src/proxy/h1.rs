@@ -414,8 +414,11 @@ pub(super) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
     }
 }
 
+/// What `poll_frame` gives when ready: a frame, an error, or the end (`None`).
+pub(super) type Polled<B> = Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>;
+
 /// Polls a body once, without waiting: `None` when it has nothing yet.
-fn poll_now(body: Pin<&mut UpstreamBody>) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
+pub(super) fn poll_now<B: Body>(body: Pin<&mut B>) -> Option<Polled<B>> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match body.poll_frame(&mut cx) {
         Poll::Ready(frame) => Some(frame),

@@ -12,7 +12,7 @@
 //! At the first request that is anything else — the HTTP/2 preface, a head
 //! httparse refuses or that exceeds a limit, `Transfer-Encoding`, `Expect`,
 //! `Upgrade`, `CONNECT` — the connection and the bytes read so far are
-//! handed to hyper (see [`Rewind`]), which serves it from then on as it
+//! handed to hyper (see `FirstHead`), which serves it from then on as it
 //! serves TLS connections: its error answers (400, 414, 431), 100-continue,
 //! chunked uploads, the smuggling check of `framing`, upgrades and h2c all
 //! stay hyper's.
@@ -36,8 +36,7 @@ use http::{
 };
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::server::graceful::Watcher;
-use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -45,7 +44,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::body::{BoxError, ClientBody, ProxyBody};
-use super::h1::{take_front, Facts, Length, MAX_READ, READ_CHUNK};
+use super::h1::{poll_now, take_front, Facts, Length, MAX_READ, READ_CHUNK};
 use super::server::{serve_with_hyper, HyperServer, HEAD_TIMEOUT, MAX_HEAD_BYTES};
 use super::service::{handle, ConnInfo};
 use crate::runtime::Runtime;
@@ -95,13 +94,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, wat
     let Ok(stream) = io.reunite(conn.writer) else {
         return;
     };
-    let stream = Rewind {
-        prefix: buf.freeze(),
-        inner: stream,
-    };
     serve_with_hyper(
         &shared.hyper,
         stream,
+        buf.freeze(),
         shared.runtime.clone(),
         peer,
         "http",
@@ -603,15 +599,6 @@ fn write_date(out: &mut Vec<u8>) {
     });
 }
 
-/// Polls a body once, without waiting: `None` when it has nothing yet.
-fn poll_now(body: Pin<&mut ProxyBody>) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match body.poll_frame(&mut cx) {
-        Poll::Ready(frame) => Some(frame),
-        Poll::Pending => None,
-    }
-}
-
 /// A request body with a `Content-Length`: bytes already read, or read from
 /// the client connection as it is polled. At its end the connection's
 /// reader goes home; dropped before, the connection closes after the answer.
@@ -684,63 +671,6 @@ impl Body for OwnBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.left + self.ready.as_ref().map_or(0, |b| b.len() as u64))
-    }
-}
-
-pin_project! {
-    /// A connection whose first reads return bytes already read from it:
-    /// how a connection is handed to hyper in the middle of its life.
-    pub struct Rewind<S> {
-        prefix: Bytes,
-        #[pin]
-        inner: S,
-    }
-}
-
-impl<S: AsyncRead> AsyncRead for Rewind<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        if this.prefix.is_empty() {
-            return this.inner.poll_read(cx, buf);
-        }
-        let n = this.prefix.len().min(buf.remaining());
-        buf.put_slice(&this.prefix[..n]);
-        this.prefix.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

@@ -203,18 +203,3 @@ fn answers_are_framed_by_hyper_rules() {
         "{text}"
     );
 }
-
-#[tokio::test]
-async fn a_rewound_connection_reads_the_kept_bytes_first() {
-    use tokio::io::AsyncReadExt;
-    let (mut near, far) = tokio::io::duplex(64);
-    let mut rewound = Rewind {
-        prefix: Bytes::from_static(b"kept "),
-        inner: far,
-    };
-    near.write_all(b"then new").await.expect("duplex write");
-    drop(near);
-    let mut all = String::new();
-    rewound.read_to_string(&mut all).await.expect("duplex read");
-    assert_eq!(all, "kept then new");
-}

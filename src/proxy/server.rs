@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -152,7 +153,16 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    serve_with_hyper(&hyper, stream, runtime, peer, "https", watcher).await;
+                    serve_with_hyper(
+                        &hyper,
+                        stream,
+                        Bytes::new(),
+                        runtime,
+                        peer,
+                        "https",
+                        watcher,
+                    )
+                    .await;
                 });
             }
         }
@@ -167,9 +177,11 @@ pub async fn serve(
 
 /// Serves one connection with hyper's automatic HTTP/1.1-or-HTTP/2
 /// detection, its first request head checked for ambiguous framing.
+/// `read`: bytes already read from `stream`, which hyper reads first.
 pub async fn serve_with_hyper<S>(
     hyper: &HyperServer,
     stream: S,
+    read: Bytes,
     runtime: Arc<Runtime>,
     peer: SocketAddr,
     scheme: &'static str,
@@ -177,7 +189,7 @@ pub async fn serve_with_hyper<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (stream, ambiguous) = FirstHead::new(stream);
+    let (stream, ambiguous) = FirstHead::new(stream, read);
     let conn = Arc::new(ConnInfo::new(peer, scheme, ambiguous));
     let service = service_fn(move |request: Request<Incoming>| {
         let (runtime, conn) = (runtime.clone(), conn.clone());
