@@ -8,7 +8,7 @@
 //! `ignore_headers`. Everything else, `content-encoding` included, is
 //! compared as the ordered list of its values; users ignore what they must.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use http::HeaderMap;
 use serde_json::Value;
@@ -31,29 +31,42 @@ const NEVER_COMPARED: &[&str] = &[
 
 /// Compares two header (or trailer) maps; `kind` is `Header` or `Trailer`.
 /// Differences come sorted by name.
+///
+/// Runs for every mirrored answer, and most compare equal: the values are
+/// compared as bytes first, and only names that differ are allocated,
+/// filtered and rendered.
 pub(crate) fn diff(
     kind: DiffKind,
     legacy: &HeaderMap,
     candidate: &HeaderMap,
     ignore: &HashSet<String>,
 ) -> Vec<Difference> {
-    let listed = connection_listed(legacy, candidate);
-    let names: BTreeSet<&str> = legacy
+    // `keys` yields each name once; a name only the candidate has is new.
+    let mut differing: Vec<&str> = legacy
         .keys()
-        .chain(candidate.keys())
+        .filter(|name| {
+            !legacy
+                .get_all(*name)
+                .iter()
+                .eq(candidate.get_all(*name).iter())
+        })
+        .chain(candidate.keys().filter(|name| !legacy.contains_key(*name)))
         .map(http::HeaderName::as_str)
         .collect();
+    if differing.is_empty() {
+        return Vec::new();
+    }
+    differing.sort_unstable();
+    let listed = connection_listed(legacy, candidate);
     let mut out = Vec::new();
-    for name in names {
+    for name in differing {
         if NEVER_COMPARED.contains(&name) || ignore.contains(name) || listed.contains(name) {
             continue;
         }
-        let l = values(legacy, name);
-        let c = values(candidate, name);
-        if l == c {
-            continue;
-        }
-        let (l, c) = (as_json(l), as_json(c));
+        let (l, c) = (
+            as_json(values(legacy, name)),
+            as_json(values(candidate, name)),
+        );
         let d = match (l, c) {
             (Some(l), Some(c)) => Difference::changed(kind, name.to_owned(), l, c),
             (l, c) => Difference::one_sided(kind, name.to_owned(), l, c),
@@ -174,6 +187,17 @@ mod tests {
         assert!(run(&l, &c, &["date"]).is_empty());
         // Without the ignore list, `date` is a difference.
         assert_eq!(run(&l, &c, &[]).len(), 1);
+    }
+
+    #[test]
+    fn differences_come_sorted_by_name() {
+        let d = run(
+            &[("z-last", "1"), ("a-first", "1"), ("same", "x")],
+            &[("same", "x"), ("m-middle", "2"), ("a-first", "2")],
+            &[],
+        );
+        let names: Vec<&str> = d.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(names, ["a-first", "m-middle", "z-last"]);
     }
 
     #[test]

@@ -111,9 +111,20 @@ impl MirrorJob {
         });
         let noise = async {
             match &noise_side {
-                Some(upstream) => {
-                    Some(exchange(upstream, &self.head, body.clone(), timeout, max, &budget).await)
-                }
+                // Boxed: an exchange's future is several KiB, and unboxed
+                // this rarely taken one doubled the size of every mirror's
+                // future, which `spawn` copies into its box.
+                Some(upstream) => Some(
+                    Box::pin(exchange(
+                        upstream,
+                        &self.head,
+                        body.clone(),
+                        timeout,
+                        max,
+                        &budget,
+                    ))
+                    .await,
+                ),
                 None => None,
             }
         };
