@@ -3,9 +3,12 @@
 # (conf/strangler-pass.toml, one worker thread) on :18600 under valgrind's callgrind (default)
 # or `perf record -e cpu-clock` (PROFILER=perf; hardware counters are not available in this
 # VM), driven by wrk for DUR. Prints the top functions; everything started is stopped by PID.
+# SCENARIO=shadow profiles the 100% shadow target instead (conf/strangler-shadow.toml, the
+# second origin on :18081) and prints the comparisons made, to divide the costs by.
 #
 #   bash bench/profile.sh                       # callgrind, wrk -c32 -d15s on /
 #   PROFILER=perf DUR=10s CONNS=256 bash bench/profile.sh
+#   SCENARIO=shadow DUR=8s bash bench/profile.sh
 #
 # Needs a release build (debug = "line-tables-only" gives symbols) and valgrind or linux-perf.
 # State goes to $BENCH_STATE/profile (default /tmp/strangler-bench-repo/profile).
@@ -20,33 +23,47 @@ DUR=${DUR:-15s}
 CONNS=${CONNS:-32}
 URLPATH=${URLPATH:-/}
 TOP=${TOP:-40}
+SCENARIO=${SCENARIO:-pass}
+case $SCENARIO in
+  pass) CONFIG=$BENCH/conf/strangler-pass.toml ;;
+  shadow) CONFIG=$BENCH/conf/strangler-shadow.toml ;;
+  *) echo "SCENARIO is pass or shadow" >&2; exit 2 ;;
+esac
 
 log() { printf '[profile.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in 18080 18600 18700; do port_free "$p" || { log "port $p busy (a benchmark running?)"; exit 1; }; done
+for p in 18080 18081 18600 18700; do port_free "$p" || { log "port $p busy (a benchmark running?)"; exit 1; }; done
 [[ -x $BIN ]] || { log "$BIN missing: cargo build --release"; exit 1; }
 
 umask 022
-rm -rf "$STATE"; mkdir -p "$STATE/origin/www" "$STATE/origin/tmp" "$STATE/strangler"
-chmod 755 "$STATE" "$(dirname "$STATE")" 2>/dev/null || true
+rm -rf "$STATE"; mkdir -p "$STATE/origin/www" "$STATE/origin/tmp" "$STATE/origin2/www" \
+  "$STATE/origin2/tmp" "$STATE/strangler"
+chmod 755 "$STATE" "$(dirname "$STATE")" "$STATE"/origin* 2>/dev/null || true
 head -c 16384 /dev/zero | tr '\0' 'b' > "$STATE/origin/www/big.bin"
-ORIGIN_PID= ; PROF_PID=
+cp "$STATE/origin/www/big.bin" "$STATE/origin2/www/big.bin"
+ORIGIN_PID= ; ORIGIN2_PID= ; PROF_PID=
 cleanup() {
   [[ -n $PROF_PID ]] && kill -TERM -- "-$PROF_PID" 2>/dev/null || true
   [[ -n $ORIGIN_PID ]] && kill -TERM "$ORIGIN_PID" 2>/dev/null || true
+  [[ -n $ORIGIN2_PID ]] && kill -TERM "$ORIGIN2_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
 
 nginx -p "$STATE/origin/" -e "$STATE/origin/error.log" -c "$BENCH/conf/nginx-backend.conf"
 for _ in $(seq 50); do [[ -s $STATE/origin/nginx.pid ]] && break; sleep 0.1; done
 ORIGIN_PID=$(cat "$STATE/origin/nginx.pid")
+if [[ $SCENARIO == shadow ]]; then
+  nginx -p "$STATE/origin2/" -e "$STATE/origin2/error.log" -c "$BENCH/conf/nginx-backend2.conf"
+  for _ in $(seq 50); do [[ -s $STATE/origin2/nginx.pid ]] && break; sleep 0.1; done
+  ORIGIN2_PID=$(cat "$STATE/origin2/nginx.pid")
+fi
 
 env=(env -C "$STATE/strangler" BENCH_PORT=18600 BENCH_ADMIN_PORT=18700 TOKIO_WORKER_THREADS=1)
 case $PROFILER in
   callgrind) setsid "${env[@]}" valgrind --tool=callgrind --callgrind-out-file="$STATE/callgrind.out" \
-               "$BIN" run -c "$BENCH/conf/strangler-pass.toml" > "$STATE/strangler.log" 2>&1 & ;;
+               "$BIN" run -c "$CONFIG" > "$STATE/strangler.log" 2>&1 & ;;
   perf) setsid "${env[@]}" perf record -e cpu-clock -F 999 -g -o "$STATE/perf.data" \
-               "$BIN" run -c "$BENCH/conf/strangler-pass.toml" > "$STATE/strangler.log" 2>&1 & ;;
+               "$BIN" run -c "$CONFIG" > "$STATE/strangler.log" 2>&1 & ;;
   *) log "PROFILER is callgrind or perf"; exit 2 ;;
 esac
 PROF_PID=$!
@@ -55,6 +72,11 @@ curl -sf -o /dev/null http://127.0.0.1:18600/ || { log "strangler did not start:
 
 log "load: wrk -t1 -c$CONNS -d$DUR http://127.0.0.1:18600$URLPATH ($PROFILER)"
 wrk -t1 -c"$CONNS" -d"$DUR" --latency "http://127.0.0.1:18600$URLPATH" | tee "$STATE/wrk.txt" >&2
+if [[ $SCENARIO == shadow ]]; then
+  sleep 2   # the last mirrors finish
+  curl -s http://127.0.0.1:18700/metrics | grep -E '^strangler_shadow_(comparisons|dropped)_total' \
+    | tee "$STATE/shadow.txt" >&2 || true
+fi
 kill -TERM -- "-$PROF_PID" 2>/dev/null || true
 for _ in $(seq 300); do kill -0 "$PROF_PID" 2>/dev/null || break; sleep 0.2; done
 PROF_PID=
