@@ -15,7 +15,7 @@
 //! Only the plain case lives here: no TLS, no HTTP/2 and no protocol
 //! upgrades (those use hyper; see `pool`).
 
-use std::io::{self, Write as _};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 
 use super::body::{BoxError, UpstreamBody};
 use super::pool::Http1Pool;
+use super::wire::{write_body, write_fields, BodyFraming, WriteError};
 
 /// Largest response head accepted (hyper's default buffer limit is ~400 KiB;
 /// 64 KiB is what we accept from clients too).
@@ -46,8 +47,6 @@ pub(super) const MAX_READ: usize = 64 * 1024;
 /// Body pieces up to this size are copied out of the read buffer (see
 /// `take_front`).
 const COPY_BELOW: usize = 4 * 1024;
-/// A streamed request body is written whenever this much is encoded.
-const COALESCE_BODY: usize = 16 * 1024;
 
 /// An upstream connection and the bytes read from it but not used yet.
 /// Boxed for its whole life (`Conn::new`), so the exchange's future and the
@@ -128,17 +127,6 @@ impl Outgoing {
             framing,
         }
     }
-}
-
-/// Writes header (or trailer) lines and the empty line that ends them.
-fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
-    for (name, value) in fields {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// hyper's `Client::set_length` for HTTP/1.1: a `Transfer-Encoding` is
@@ -292,65 +280,19 @@ impl Conn {
             (_, Payload::Bytes(bytes)) => UpstreamBody::bytes(bytes),
             (_, Payload::Stream(body)) => body,
         };
-        let chunked = framing == RequestFraming::Chunked;
+        let framing = match framing {
+            RequestFraming::Length(length) => BodyFraming::Length(length),
+            _ => BodyFraming::Chunked,
+        };
         let mut out = head.to_vec();
-        let mut sent: u64 = 0;
-        let mut body = std::pin::pin!(body);
-        loop {
-            // Whatever is encoded goes out before waiting for the client.
-            let frame = match poll_now(body.as_mut()) {
-                Some(frame) => frame,
-                None => {
-                    if !out.is_empty() {
-                        self.stream.write_all(&out).await?;
-                        out.clear();
-                    }
-                    std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
-                }
-            };
-            let frame = match frame {
-                None => break,
-                Some(Err(error)) => return Err(ExchangeError::RequestBody(error)),
-                Some(Ok(frame)) => frame,
-            };
-            match frame.into_data() {
-                Ok(data) if data.is_empty() => {}
-                Ok(data) => {
-                    sent += data.len() as u64;
-                    if chunked {
-                        // Writing to a Vec cannot fail.
-                        let _ = write!(out, "{:X}\r\n", data.len());
-                        out.extend_from_slice(&data);
-                        out.extend_from_slice(b"\r\n");
-                    } else {
-                        out.extend_from_slice(&data);
-                    }
-                    if out.len() >= COALESCE_BODY {
-                        self.stream.write_all(&out).await?;
-                        out.clear();
-                    }
-                }
-                Err(frame) => {
-                    if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
-                        out.extend_from_slice(b"0\r\n");
-                        write_fields(&mut out, &trailers);
-                        self.stream.write_all(&out).await?;
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        match framing {
-            RequestFraming::Length(length) if sent != length => {
-                return Err(ExchangeError::BodyLengthMismatch)
-            }
-            RequestFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
-            _ => {}
-        }
-        if !out.is_empty() {
-            self.stream.write_all(&out).await?;
-        }
-        Ok(())
+        let body = std::pin::pin!(body);
+        write_body(&mut self.stream, &mut out, body, framing, true)
+            .await
+            .map_err(|error| match error {
+                WriteError::Io(error) => ExchangeError::Io(error),
+                WriteError::Body(error) => ExchangeError::RequestBody(error),
+                WriteError::Length => ExchangeError::BodyLengthMismatch,
+            })
     }
 
     /// Reads until a final (non-1xx) response head is complete.
@@ -411,18 +353,6 @@ pub(super) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
         data
     } else {
         buf.split_to(n).freeze()
-    }
-}
-
-/// What `poll_frame` gives when ready: a frame, an error, or the end (`None`).
-pub(super) type Polled<B> = Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>;
-
-/// Polls a body once, without waiting: `None` when it has nothing yet.
-pub(super) fn poll_now<B: Body>(body: Pin<&mut B>) -> Option<Polled<B>> {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match body.poll_frame(&mut cx) {
-        Poll::Ready(frame) => Some(frame),
-        Poll::Pending => None,
     }
 }
 

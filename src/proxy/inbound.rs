@@ -19,7 +19,7 @@
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
-use std::io::{self, Write as _};
+use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -29,14 +29,13 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
 };
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::server::graceful::Watcher;
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -44,9 +43,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::body::{BoxError, ClientBody, ProxyBody};
-use super::h1::{poll_now, take_front, Facts, Length, MAX_READ, READ_CHUNK};
+use super::h1::{take_front, Facts, Length, MAX_READ, READ_CHUNK};
 use super::server::{serve_with_hyper, HyperServer, HEAD_TIMEOUT, MAX_HEAD_BYTES};
 use super::service::{handle, ConnInfo};
+use super::wire::{write_body, BodyFraming, WriteError};
 use crate::runtime::Runtime;
 
 /// Most header lines in a request head (hyper's default).
@@ -55,11 +55,6 @@ const MAX_HEADERS: usize = 100;
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 /// Header lines the proxy may add to a request before forwarding it.
 const ADDED_HEADERS: usize = 6;
-/// Answer bytes gathered before a write.
-const COALESCE: usize = 16 * 1024;
-/// Body pieces larger than this are written from their own buffer, not
-/// copied behind the head.
-const COPY_BELOW: usize = 4 * 1024;
 
 /// What every connection served here shares.
 pub struct Shared {
@@ -250,74 +245,17 @@ impl Connection {
         let (framing, last) = encode_head(&mut self.out, &mut parts, asked, length, !keep_alive);
         parts.headers.clear();
         self.scratch.headers = Some(parts.headers);
-        let mut body = pin!(body);
-        let mut left = match framing {
-            Framing::Length(0) => {
-                self.writer.write_all(&self.out).await?;
-                return Ok(!last);
-            }
-            Framing::Length(length) => length,
-            Framing::Chunked | Framing::Close => u64::MAX,
-        };
-        let chunked = framing == Framing::Chunked;
-        while left > 0 {
-            // Whatever is encoded goes out before waiting for the upstream.
-            let frame = match poll_now(body.as_mut()) {
-                Some(frame) => frame,
-                None => {
-                    if !self.out.is_empty() {
-                        self.writer.write_all(&self.out).await?;
-                        self.out.clear();
-                    }
-                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
-                }
-            };
-            let data = match frame {
-                None => break,
-                Some(Err(error)) => return Err(io::Error::other(error)),
-                // Trailers are dropped: hyper sends only those a `Trailer`
-                // header announces, and hygiene removes that header.
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => data,
-                    _ => continue,
-                },
-            };
-            if framing != Framing::Close {
-                left = left
-                    .checked_sub(data.len() as u64)
-                    .ok_or_else(|| io::Error::other("answer body longer than its length"))?;
-            }
-            if chunked {
-                // Writing to a Vec cannot fail.
-                let _ = write!(self.out, "{:X}\r\n", data.len());
-            }
-            if data.len() > COPY_BELOW {
-                let mut both = self.out.as_slice().chain(data);
-                self.writer.write_all_buf(&mut both).await?;
-                self.out.clear();
-            } else {
-                self.out.extend_from_slice(&data);
-            }
-            if chunked {
-                self.out.extend_from_slice(b"\r\n");
-            }
-            if self.out.len() >= COALESCE {
-                self.writer.write_all(&self.out).await?;
-                self.out.clear();
-            }
-        }
-        if chunked {
-            self.out.extend_from_slice(b"0\r\n\r\n");
-        }
-        if !self.out.is_empty() {
-            self.writer.write_all(&self.out).await?;
-        }
-        match framing {
-            Framing::Length(_) if left > 0 => {
-                Err(io::Error::other("answer body shorter than its length"))
-            }
-            _ => Ok(!last),
-        }
+        let body = pin!(body);
+        // Trailers are dropped: hyper sends only those a `Trailer` header
+        // announces, and hygiene removes that header.
+        write_body(&mut self.writer, &mut self.out, body, framing, false)
+            .await
+            .map_err(|error| match error {
+                WriteError::Io(error) => error,
+                WriteError::Body(error) => io::Error::other(error),
+                WriteError::Length => io::Error::other("answer body and its length differ"),
+            })?;
+        Ok(!last)
     }
 }
 
@@ -438,15 +376,6 @@ struct Asked {
     head: bool,
 }
 
-/// How the answer's body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    /// Until the connection closes (HTTP/1.0 clients, unknown length).
-    Close,
-}
-
 /// Encodes the answer's head into `out` by hyper's server rules
 /// (`role::Server::encode` and `Conn::enforce_version`). `length`: `None`
 /// when the body is empty, else its exact length if known. `last`: the
@@ -458,7 +387,7 @@ fn encode_head(
     asked: Asked,
     length: Option<Option<u64>>,
     mut last: bool,
-) -> (Framing, bool) {
+) -> (BodyFraming, bool) {
     let headers = &mut parts.headers;
     let version = if asked.version == Version::HTTP_10 {
         // An HTTP/1.0 client is answered in HTTP/1.0, told when the
@@ -515,7 +444,7 @@ fn encode_head(
                 None => None,
             };
             match (written, framing) {
-                (Some(length), None) => framing = Some(Framing::Length(length)),
+                (Some(length), None) => framing = Some(BodyFraming::Length(length)),
                 // Repeated lines (hyper checks they agree; ours always do).
                 _ => continue,
             }
@@ -536,14 +465,14 @@ fn encode_head(
         (Some(framing), _) => framing,
         (None, Some(None)) if version == Version::HTTP_11 && can_have_body => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            Framing::Chunked
+            BodyFraming::Chunked
         }
-        (None, Some(None)) => Framing::Close,
+        (None, Some(None)) => BodyFraming::Close,
         (None, None | Some(Some(0))) => {
             if can_have_body {
                 out.extend_from_slice(b"content-length: 0\r\n");
             }
-            Framing::Length(0)
+            BodyFraming::Length(0)
         }
         (None, Some(Some(length))) => {
             if !bodiless_status {
@@ -551,19 +480,19 @@ fn encode_head(
                 out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
-            Framing::Length(length)
+            BodyFraming::Length(length)
         }
     };
     let framing = if can_have_body {
         framing
     } else {
-        Framing::Length(0)
+        BodyFraming::Length(0)
     };
     if !wrote_date {
         write_date(out);
     }
     out.extend_from_slice(b"\r\n");
-    (framing, last || framing == Framing::Close)
+    (framing, last || framing == BodyFraming::Close)
 }
 
 /// Whether any `Connection` line of `headers` holds `token`.

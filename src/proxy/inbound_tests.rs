@@ -97,7 +97,7 @@ fn encoded(
     head: bool,
     length: Option<Option<u64>>,
     last: bool,
-) -> (String, Framing, bool) {
+) -> (String, BodyFraming, bool) {
     let (mut parts, ()) = response.into_parts();
     let mut out = Vec::new();
     let asked = Asked { version, head };
@@ -130,27 +130,27 @@ fn answers_are_framed_by_hyper_rules() {
         text,
         "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"
     );
-    assert_eq!((framing, last), (Framing::Length(5), false));
+    assert_eq!((framing, last), (BodyFraming::Length(5), false));
     // Unknown length: chunked for HTTP/1.1, until close for HTTP/1.0.
     let (text, framing, _) = encoded(ok(), Version::HTTP_11, false, Some(None), false);
     assert_eq!(
         text,
         "HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
     );
-    assert_eq!(framing, Framing::Chunked);
+    assert_eq!(framing, BodyFraming::Chunked);
     let (text, framing, last) = encoded(ok(), Version::HTTP_10, false, Some(None), false);
     assert_eq!(
         text,
         "HTTP/1.0 200 OK\r\nx-a: 1\r\nconnection: keep-alive\r\n\r\n"
     );
-    assert_eq!((framing, last), (Framing::Close, true));
+    assert_eq!((framing, last), (BodyFraming::Close, true));
     // An empty body: an explicit zero, except after HEAD.
     let (text, framing, _) = encoded(ok(), Version::HTTP_11, false, None, false);
     assert_eq!(
         text,
         "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
     );
-    assert_eq!(framing, Framing::Length(0));
+    assert_eq!(framing, BodyFraming::Length(0));
     // HEAD keeps the upstream's length but sends no body.
     let mut head_answer = ok();
     head_answer
@@ -161,7 +161,7 @@ fn answers_are_framed_by_hyper_rules() {
         text,
         "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 42\r\n\r\n"
     );
-    assert_eq!(framing, Framing::Length(0));
+    assert_eq!(framing, BodyFraming::Length(0));
     // 304: no length at all, no body.
     let not_modified = Response::builder()
         .status(304)
@@ -169,7 +169,7 @@ fn answers_are_framed_by_hyper_rules() {
         .expect("a valid response");
     let (text, framing, _) = encoded(not_modified, Version::HTTP_11, false, None, false);
     assert_eq!(text, "HTTP/1.1 304 Not Modified\r\n\r\n");
-    assert_eq!(framing, Framing::Length(0));
+    assert_eq!(framing, BodyFraming::Length(0));
     // Closing: said on HTTP/1.1; an upstream's own `close` closes too.
     let (text, _, last) = encoded(ok(), Version::HTTP_11, false, Some(Some(1)), true);
     assert_eq!(

@@ -10,3 +10,4 @@ pub mod pool;
 pub mod server;
 pub mod service;
 pub mod upstream;
+pub mod wire;
