@@ -224,6 +224,13 @@ pub async fn run(config_path: PathBuf, instance_id: Option<String>) -> anyhow::R
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    match crate::limits::raise_open_files() {
+        Ok(files) if files.before != files.now => {
+            tracing::info!("open-files limit raised to the hard limit: {files}");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not raise the open-files limit"),
+    }
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod fleet;
 pub mod health;
+pub mod limits;
 pub mod measure;
 pub mod metrics;
 pub mod notify;

@@ -178,6 +178,25 @@ async fn spawn_binary(
     std::net::SocketAddr,
     std::net::SocketAddr,
 ) {
+    spawn_with(dir, routes, |config| {
+        let mut command = strangler();
+        command.args(["run", "-c"]).arg(config);
+        command
+    })
+    .await
+}
+
+/// As [`spawn_binary`], with the command line `command` builds from the
+/// configuration file's path.
+async fn spawn_with(
+    dir: &tempfile::TempDir,
+    routes: &str,
+    command: impl FnOnce(&std::path::Path) -> Command,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -190,9 +209,7 @@ async fn spawn_binary(
         dir.path().join("s.db").display()
     );
     let path = write(dir, &text);
-    let child = strangler()
-        .args(["run", "-c"])
-        .arg(&path)
+    let child = command(&path)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -274,6 +291,58 @@ async fn sighup_reloads_and_sigterm_drains_then_exits_0() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     signal(&child, "TERM");
     assert_eq!(in_flight.await.unwrap(), "slow");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The soft open-files limit of a running process, and its hard limit
+/// (`None`: unlimited), from `/proc/PID/limits`.
+fn open_files_limits(pid: u32) -> (Option<u64>, Option<u64>) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("/proc/PID/limits lists open files");
+    let mut numbers = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[tokio::test]
+async fn run_raises_the_open_files_soft_limit_to_the_hard_limit() {
+    let (_, hard) = open_files_limits(std::process::id());
+    if hard.is_some_and(|hard| hard <= 512) {
+        eprintln!("skipped: the hard open-files limit here is {hard:?}, not above 512");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = Backend::named("legacy").await;
+    let routes = format!(
+        "[upstreams.legacy]\nurl = \"http://{}\"\n[defaults]\nupstream = \"legacy\"\n",
+        legacy.addr
+    );
+    // Started as a service manager would with the usual soft limit: low.
+    let (mut child, proxy, _admin) = spawn_with(&dir, &routes, |config| {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg("ulimit -S -n 512 && exec \"$0\" run -c \"$1\"")
+            .arg(env!("CARGO_BIN_EXE_strangler"))
+            .arg(config);
+        command
+    })
+    .await;
+
+    let (soft, child_hard) = open_files_limits(child.id());
+    assert_eq!(child_hard, hard, "the hard limit is the operator's");
+    assert_eq!(soft, hard, "the soft limit was raised from 512");
+    let answer = reqwest::get(format!("http://{proxy}/")).await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), "legacy");
+
+    signal(&child, "TERM");
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
