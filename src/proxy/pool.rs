@@ -7,8 +7,11 @@
 //! task that asked for it ([`h1`]); protocol upgrades (WebSocket) go through
 //! hyper on a connection of their own, never pooled.
 //!
-//! An idle connection the upstream closed (or wrote to) meanwhile is
-//! dropped at checkout, or when it is the oldest as another comes back. A
+//! While a pool holds idle connections, a sweeper task looks at them every
+//! second and closes those the upstream closed (or wrote to) meanwhile and
+//! those idle for longer than 90 s, so no socket lingers in CLOSE_WAIT
+//! after traffic stops (nginx watches its idle upstream connections the
+//! same way); checkout checks the one it takes again. A
 //! request that found a reused connection broken before any answer came
 //! back is sent once more on a new connection when its body is in memory
 //! and the method is idempotent (or writing the request failed), as nginx's
@@ -36,6 +39,8 @@ use super::service::is_idempotent;
 const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often the sweeper looks at the idle connections.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// TCP keep-alive probes on upstream connections, as hyper-util's connector.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -44,12 +49,25 @@ pub struct Http1Pool {
     /// `host:port` to resolve and connect to.
     address: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<IdleConns>,
+}
+
+/// The idle connections, warmest last, and whether a sweeper runs for them.
+#[derive(Default)]
+struct IdleConns {
+    conns: Vec<Idle>,
+    sweeping: bool,
 }
 
 struct Idle {
     conn: Box<Conn>,
     since: Instant,
+}
+
+impl Idle {
+    fn usable(&self) -> bool {
+        self.since.elapsed() <= IDLE_TIMEOUT && self.conn.is_reusable()
+    }
 }
 
 /// Why a pooled exchange failed.
@@ -82,7 +100,7 @@ impl Http1Pool {
         Arc::new(Http1Pool {
             address,
             connect_timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(IdleConns::default()),
         })
     }
 
@@ -153,8 +171,8 @@ impl Http1Pool {
     /// The warmest idle connection still usable, if any.
     fn checkout(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() <= IDLE_TIMEOUT && entry.conn.is_reusable() {
+        while let Some(entry) = idle.conns.pop() {
+            if entry.usable() {
                 return Some(entry.conn);
             }
         }
@@ -162,22 +180,56 @@ impl Http1Pool {
     }
 
     /// Gives a connection whose exchange is over back to the pool.
-    pub(super) fn give_back(&self, conn: Box<Conn>) {
+    pub(super) fn give_back(self: &Arc<Self>, conn: Box<Conn>) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        // The oldest entry goes here, one per return, when it aged out or
-        // its upstream closed it (a socket the upstream closed stays open
-        // on our side until then): no sweeper task.
-        if idle.first().is_some_and(|oldest| {
-            oldest.since.elapsed() > IDLE_TIMEOUT || !oldest.conn.is_reusable()
-        }) {
-            idle.remove(0);
+        if idle.conns.len() >= MAX_IDLE {
+            return;
         }
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+        idle.conns.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        if !idle.sweeping {
+            idle.sweeping = self.start_sweeper();
         }
+    }
+
+    /// Starts the task that closes idle connections no longer usable; it
+    /// ends when none are left (or the pool is gone) and starts again with
+    /// the next one given back. Without a runtime (never, in practice) the
+    /// connections are still checked at checkout.
+    fn start_sweeper(self: &Arc<Self>) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let pool = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                match pool.upgrade() {
+                    Some(pool) if pool.sweep() => {}
+                    _ => return,
+                }
+            }
+        });
+        true
+    }
+
+    /// Closes the idle connections no longer usable. `false`, with the
+    /// sweeper marked stopped, when none are left.
+    fn sweep(&self) -> bool {
+        let (stale, sweeping) = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let (usable, stale): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut idle.conns)
+                .into_iter()
+                .partition(Idle::usable);
+            idle.conns = usable;
+            idle.sweeping = !idle.conns.is_empty();
+            (stale, idle.sweeping)
+        };
+        // Closed outside the lock: a request may be checking one out.
+        drop(stale);
+        sweeping
     }
 
     /// Idle connections held now.
@@ -186,6 +238,7 @@ impl Http1Pool {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .conns
             .len()
     }
 
