@@ -39,7 +39,7 @@ use crate::routing::RoutingTable;
 use crate::shadow::executor::ShadowExecutor;
 use crate::shadow::slots::MirrorSlots;
 use crate::shadow::tee::MemoryBudget;
-use crate::shadow::RouteShadow;
+use crate::shadow::{DropCounters, RouteShadow};
 use crate::store::writer::StoreHandle;
 use crate::store::{EventRow, Fence, RouteStateRow, Store, StoreError};
 
@@ -1122,6 +1122,7 @@ fn build_snapshot(
                 &route.endpoints,
                 route.max_endpoints,
             )),
+            drops: DropCounters::default(),
         };
         let name = Name::from(route.name.as_str());
         let (legacy, candidate) = (lookup(&route.legacy), lookup(&route.candidate));

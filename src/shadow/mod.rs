@@ -22,13 +22,14 @@ pub mod mirror;
 pub mod slots;
 pub mod tee;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::Method;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::compare::{EndpointTemplates, Rules};
 use crate::config::{RouteConfig, Stage};
-use crate::metrics::{Metrics, ShadowDropLabels};
+use crate::metrics::{Metrics, Name, ShadowDropLabels};
 use crate::proxy::upstream::Upstream;
 use crate::rollout::state::{RolloutState, RouteStatus};
 use crate::rollout::window::Side;
@@ -56,6 +57,9 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// How many reasons there are (see [`DropCounters`]).
+    const COUNT: usize = 7;
+
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Overload => "overload",
@@ -104,6 +108,34 @@ pub struct RouteShadow {
     pub target: Arc<Upstream>,
     pub secondary: Option<Arc<Upstream>>,
     pub endpoints: Arc<EndpointTemplates>,
+    pub drops: DropCounters,
+}
+
+/// The route's `strangler_shadow_dropped_total` counters, one per reason,
+/// each looked up in the metric family at the route's first drop for that
+/// reason (so a series appears when it first counts, as before) and then
+/// kept: behind a slow candidate nearly every request is dropped as
+/// `overload`, and the lookup hashed the labels under the family's lock.
+#[derive(Default)]
+pub struct DropCounters([OnceLock<Counter>; DropReason::COUNT]);
+
+impl DropCounters {
+    fn count(&self, metrics: &Metrics, route: &Name, reason: DropReason) {
+        let lookup = || {
+            metrics
+                .shadow_dropped
+                .get_or_create(&ShadowDropLabels {
+                    route: route.clone(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        };
+        match self.0.get(reason as usize) {
+            Some(kept) => kept.get_or_init(lookup).inc(),
+            // A reason added without raising `DropReason::COUNT`.
+            None => lookup().inc(),
+        };
+    }
 }
 
 /// Safe methods (RFC 9110 §9.2.1): the only ones mirrored to legacy, and
@@ -180,13 +212,7 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
 /// Counts a mirror that ended without a comparison, in the metrics and in
 /// the route's window.
 pub fn count_drop(metrics: &Metrics, route: &RouteRuntime, reason: DropReason) {
-    metrics
-        .shadow_dropped
-        .get_or_create(&ShadowDropLabels {
-            route: route.name.clone(),
-            reason: reason.as_str(),
-        })
-        .inc();
+    route.shadow.drops.count(metrics, &route.name, reason);
     route
         .control
         .window
@@ -194,4 +220,56 @@ pub fn count_drop(metrics: &Metrics, route: &RouteRuntime, reason: DropReason) {
         .shadow
         .dropped
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_REASONS: [DropReason; 7] = [
+        DropReason::Overload,
+        DropReason::Memory,
+        DropReason::TooLarge,
+        DropReason::UnsafeMethod,
+        DropReason::Excluded,
+        DropReason::Timeout,
+        DropReason::PrimaryFailed,
+    ];
+
+    /// The kept counters are the family's series: what they count is what
+    /// `/metrics` shows, per route and reason, and a series appears only
+    /// once it has counted.
+    #[test]
+    fn kept_drop_counters_count_into_the_family_series() {
+        let metrics = Metrics::new();
+        let (orders, users) = (Name::from("orders"), Name::from("users"));
+        let (drops, other_route) = (DropCounters::default(), DropCounters::default());
+        for _ in 0..3 {
+            drops.count(&metrics, &orders, DropReason::Overload);
+        }
+        drops.count(&metrics, &orders, DropReason::Timeout);
+        other_route.count(&metrics, &users, DropReason::Overload);
+
+        let series = |route: &Name, reason: DropReason| {
+            metrics
+                .shadow_dropped
+                .get(&ShadowDropLabels {
+                    route: route.clone(),
+                    reason: reason.as_str(),
+                })
+                .map(|counter| counter.get())
+        };
+        assert_eq!(series(&orders, DropReason::Overload), Some(3));
+        assert_eq!(series(&orders, DropReason::Timeout), Some(1));
+        assert_eq!(series(&users, DropReason::Overload), Some(1));
+        assert_eq!(series(&orders, DropReason::Memory), None, "never counted");
+    }
+
+    #[test]
+    fn every_drop_reason_has_a_kept_counter() {
+        for reason in ALL_REASONS {
+            assert!((reason as usize) < DropReason::COUNT, "{}", reason.as_str());
+        }
+        assert_eq!(ALL_REASONS.len(), DropReason::COUNT);
+    }
 }
