@@ -35,7 +35,11 @@
 #   a few us of CPU per answer) or python (bench/slow_origin.py, asyncio: about as much CPU per
 #   answer as the proxy, which then competes with the proxy for the two cores; runs 1-4 used it),
 #   CANDIDATE_NICE=0 (nice value of the slow/never candidates; 19 makes their CPU count less
-#   against the proxies sharing the cores, as a remote candidate would not).
+#   against the proxies sharing the cores, as a remote candidate would not),
+#   PACE_MS=<ms> (each wrk connection waits this long after every answer: a fixed offered load
+#   below saturation, conns x 1000 / PACE_MS requests/s at most, instead of wrk's default of
+#   as many as the target can take; bench/paced.lua). Latency then measures what the target
+#   adds at a given load, not how it queues when saturated.
 # Ports: 18080-18083 origins, 18100-18103 nginx, 18200 HAProxy, 186xx strangler proxies and
 #   187xx their admin listeners; all on 127.0.0.1. Every load run is bounded by wrk -d; nothing
 #   needs the internet (build with NO_BUILD=1, or dependencies already fetched).
@@ -52,6 +56,9 @@ CONNS=${CONNS:-"256"}
 PATHS=${PATHS:-"/ /big"}
 WRK_THREADS=${WRK_THREADS:-1}
 CANDIDATE_NICE=${CANDIDATE_NICE:-0}
+PACE_MS=${PACE_MS:-}
+WRK_SCRIPT=()
+if [[ -n $PACE_MS ]]; then WRK_SCRIPT=(-s "$BENCH/paced.lua"); export PACE_MS; fi
 TARGETS=${TARGETS:-"direct nginx nginx-2w nginx-mirror nginx-mirror-slow haproxy strangler strangler-2w strangler-canary strangler-shadow strangler-shadow-slow strangler-shadow-hang"}
 PUT_NAME=${PUT_NAME:-put}
 PUT_PORT=${PUT_PORT:-18900}
@@ -272,7 +279,7 @@ log "active targets: ${ACTIVE[*]}"
   echo "date: $(date -u +%FT%TZ)"
   echo "nproc: $(nproc)   kernel: $(uname -r)   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo "loadavg-at-start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "wrk: -t$WRK_THREADS -d$DUR --latency; conns: $CONNS; paths: $PATHS; reps: $REPS"
+  echo "wrk: -t$WRK_THREADS -d$DUR --latency; conns: $CONNS; paths: $PATHS; reps: $REPS${PACE_MS:+; paced: $PACE_MS ms wait after each answer}"
   echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //')  haproxy: $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}')"
   echo "strangler: $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?')  $STRANGLER_BIN"
   echo "put: ${PUT_CMD:-none}   slow/never candidate: $SLOW_ORIGIN"
@@ -295,7 +302,7 @@ for rep in $(seq "$REPS"); do
         raw="$OUT/r${rep}_${t}_${path//\//_}_c${c}.txt"
         read -r a0 r0 < <(origin_counts)
         before=$(tree_ticks "${ROOTPID[$t]}")
-        wrk -t"$WRK_THREADS" -c"$c" -d"$DUR" --latency "http://127.0.0.1:${PORT[$t]}$path" > "$raw" 2>&1 || true
+        wrk -t"$WRK_THREADS" -c"$c" -d"$DUR" --latency "${WRK_SCRIPT[@]}" "http://127.0.0.1:${PORT[$t]}$path" > "$raw" 2>&1 || true
         after=$(tree_ticks "${ROOTPID[$t]}")
         read -r a1 r1 < <(origin_counts)
         read -r _ rss_now < <(tree_rss "${ROOTPID[$t]}")   # resident memory right after the run
