@@ -1123,6 +1123,7 @@ fn build_snapshot(
                 route.max_endpoints,
             )),
             drops: DropCounters::default(),
+            match_samples: Default::default(),
         };
         let name = Name::from(route.name.as_str());
         let (legacy, candidate) = (lookup(&route.legacy), lookup(&route.candidate));

@@ -7,6 +7,9 @@
 //! them again; bodies that are not UTF-8 text are stored as base64, and a
 //! body that was only hashed keeps its hash and length.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use base64::Engine as _;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -19,6 +22,50 @@ use crate::store::{SampleKind, SampleRow};
 
 /// Request bodies are stored up to this size (SPEC §4).
 const MAX_REQUEST_BODY: usize = 64 * 1024;
+
+/// One matching exchange in this many is offered to the reservoir (which
+/// keeps the newest `max_samples_per_endpoint` per endpoint)...
+const MATCH_SAMPLE_ONE_IN: u32 = 16;
+/// ...and at most one per route in this time. A stored exchange costs its
+/// JSON and a database write of up to three bodies (two 16 KiB answers:
+/// about 20% of a mirror's instructions when one in 16 was kept). Behind
+/// 1,000 comparisons a second that kept 60 a second, churning a reservoir
+/// that only has to stay fresh; the cap keeps 10.
+const MATCH_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Which matching exchanges of a route are kept.
+pub struct MatchSampling {
+    start: Instant,
+    /// When the last one was kept, in ms since `start` (plus one interval,
+    /// so that the first is always kept).
+    last_ms: AtomicU64,
+}
+
+impl Default for MatchSampling {
+    fn default() -> Self {
+        MatchSampling {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl MatchSampling {
+    /// Whether to keep this matching exchange.
+    pub fn offer(&self) -> bool {
+        if rand::random_range(0..MATCH_SAMPLE_ONE_IN) != 0 {
+            return false;
+        }
+        let every = MATCH_SAMPLE_EVERY.as_millis() as u64;
+        let now = self.start.elapsed().as_millis() as u64 + every;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now >= last + every
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
 
 /// A stored exchange, redacted.
 #[allow(clippy::too_many_arguments)]
@@ -132,4 +179,25 @@ fn response_json(redactor: &Redactor, response: &Captured, decode_limit: u64) ->
         out.insert("trailers".into(), headers_json(redactor, trailers));
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_exchanges_are_kept_one_in_sixteen_and_at_most_ten_a_second() {
+        let sampling = MatchSampling::default();
+        let started = Instant::now();
+        let kept = (0..20_000).filter(|_| sampling.offer()).count();
+        let allowed = 1 + started.elapsed().as_millis() / MATCH_SAMPLE_EVERY.as_millis();
+        // The first offer that passes one-in-16 is kept (all 20,000 failing
+        // it has a probability of about 1e-561).
+        assert!(kept >= 1);
+        assert!(
+            kept as u128 <= allowed,
+            "{kept} kept, {allowed} allowed by the time cap"
+        );
+        assert!(kept < 20_000 / 16, "{kept}: the time cap applies");
+    }
 }

@@ -205,7 +205,9 @@ impl MirrorJob {
         let kept = match verdict {
             Verdict::Mismatch(real) => Some((SampleKind::Mismatch, real)),
             // A small reservoir of matching exchanges, for export and replay.
-            Verdict::Match if keep_match_sample() => Some((SampleKind::Match, Vec::new())),
+            Verdict::Match if route.shadow.match_samples.offer() => {
+                Some((SampleKind::Match, Vec::new()))
+            }
             _ => None,
         };
         if let Some((kind, differences)) = kept {
@@ -225,14 +227,6 @@ impl MirrorJob {
             self.runtime.store.keep_sample(sample, per_endpoint);
         }
     }
-}
-
-/// One matching exchange in this many is offered to the reservoir (which
-/// keeps the newest `max_samples_per_endpoint` per endpoint).
-const MATCH_SAMPLE_ONE_IN: u32 = 16;
-
-fn keep_match_sample() -> bool {
-    rand::random_range(0..MATCH_SAMPLE_ONE_IN) == 0
 }
 
 fn count_result(runtime: &Runtime, route: &crate::runtime::RouteRuntime, result: &'static str) {

@@ -109,6 +109,7 @@ pub struct RouteShadow {
     pub secondary: Option<Arc<Upstream>>,
     pub endpoints: Arc<EndpointTemplates>,
     pub drops: DropCounters,
+    pub match_samples: keep::MatchSampling,
 }
 
 /// The route's `strangler_shadow_dropped_total` counters, one per reason,
