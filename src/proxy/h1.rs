@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::body::{BoxError, UpstreamBody};
+use super::headers;
 use super::pool::Http1Pool;
 use super::wire::{write_body, write_fields, BodyFraming, WriteError};
 
@@ -439,15 +440,28 @@ fn parse_head(
         // for the next request on the client connection.
         let mut map = HeaderMap::with_capacity(parsed.headers.len().max(REUSED_MAP_CAPACITY));
         let mut facts = Facts::new(version);
+        // Hop-by-hop headers concern this connection only: noted, and left
+        // out of the answer instead of removed from it later (101 answers,
+        // which keep `Connection: upgrade`, never come this way).
+        let mut named_by_connection = Vec::new();
         for header in parsed.headers.iter() {
             let name = HeaderName::from_bytes(header.name.as_bytes())
                 .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
             facts.note(&name, header.value);
+            if headers::is_hop_by_hop(&name) {
+                if name == CONNECTION {
+                    named_by_connection.extend(headers::named_by_connection([header.value], false));
+                }
+                continue;
+            }
             let start = header.value.as_ptr() as usize - base;
             let value =
                 HeaderValue::from_maybe_shared(head.slice(start..start + header.value.len()))
                     .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
             map.append(name, value);
+        }
+        for name in named_by_connection {
+            map.remove(&name);
         }
         buf.advance(len);
         let framing = response_framing(status, method, version, &facts, &mut map)?;

@@ -50,30 +50,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade && !te && !present.contains(&true) {
         return;
     }
-    // `close` and `keep-alive` are options, or removed below anyway: only
-    // other tokens name headers to remove.
-    let names_headers = |token: &[u8]| {
-        let option = token.is_empty()
-            || token.eq_ignore_ascii_case(b"close")
-            || token.eq_ignore_ascii_case(b"keep-alive")
-            || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade"));
-        !option
-    };
     if present[0] {
         // Usually empty: collecting nothing allocates nothing.
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|token| names_headers(token))
-            .filter_map(|token| HeaderName::from_bytes(token).ok())
-            .collect();
+        let named = named_by_connection(
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            keep_upgrade,
+        );
         for name in named {
-            // Never let `Connection: host` (or similar) strip an end-to-end essential.
-            if name != HOST && name != TE {
-                headers.remove(&name);
-            }
+            headers.remove(&name);
         }
     }
     for (name, present) in HOP_BY_HOP.iter().zip(present) {
@@ -92,6 +79,37 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     {
         headers.remove(TE);
     }
+}
+
+/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1; `te` aside, see
+/// `remove_hop_by_hop`): a message parsed off the wire can leave it out.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// The headers that `Connection` header values name for removal: every
+/// token but the `close` and `keep-alive` options (and `upgrade` when an
+/// upgrade is passed through). Never `Host` or `TE`, which stay end-to-end
+/// whatever `Connection` says.
+pub fn named_by_connection<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    keep_upgrade: bool,
+) -> Vec<HeaderName> {
+    let names_headers = |token: &[u8]| {
+        let option = token.is_empty()
+            || token.eq_ignore_ascii_case(b"close")
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade"));
+        !option
+    };
+    values
+        .into_iter()
+        .flat_map(|v| v.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| names_headers(token))
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .filter(|name| *name != HOST && *name != TE)
+        .collect()
 }
 
 /// Removes every `x-strangler-*` header (after the override was read).

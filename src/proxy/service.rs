@@ -590,10 +590,13 @@ fn served_side(target: &Target<'_>, served_by: &Arc<Upstream>) -> Side {
     }
 }
 
+/// Looked up on every answer: a constant name is hashed without being parsed.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// A gRPC answer whose `grpc-status` (trailers-only, in the headers) is not 0.
 fn grpc_failed(headers: &HeaderMap) -> bool {
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .is_some_and(|status| status.as_bytes() != b"0")
 }
 
