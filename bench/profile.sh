@@ -4,7 +4,9 @@
 # or `perf record -e cpu-clock` (PROFILER=perf; hardware counters are not available in this
 # VM), driven by wrk for DUR. Prints the top functions; everything started is stopped by PID.
 # SCENARIO=shadow profiles the 100% shadow target instead (conf/strangler-shadow.toml, the
-# second origin on :18081) and prints the comparisons made, to divide the costs by.
+# second origin on :18081) and prints the comparisons made, to divide the costs by;
+# SCENARIO=shadow-slow the 1 s candidate (conf/strangler-shadow-slow.toml, examples/slow_origin
+# on :18082).
 #
 #   bash bench/profile.sh                       # callgrind, wrk -c32 -d15s on /
 #   PROFILER=perf DUR=10s CONNS=256 bash bench/profile.sh
@@ -27,12 +29,13 @@ SCENARIO=${SCENARIO:-pass}
 case $SCENARIO in
   pass) CONFIG=$BENCH/conf/strangler-pass.toml ;;
   shadow) CONFIG=$BENCH/conf/strangler-shadow.toml ;;
-  *) echo "SCENARIO is pass or shadow" >&2; exit 2 ;;
+  shadow-slow) CONFIG=$BENCH/conf/strangler-shadow-slow.toml ;;
+  *) echo "SCENARIO is pass, shadow or shadow-slow" >&2; exit 2 ;;
 esac
 
 log() { printf '[profile.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in 18080 18081 18600 18700; do port_free "$p" || { log "port $p busy (a benchmark running?)"; exit 1; }; done
+for p in 18080 18081 18082 18600 18700; do port_free "$p" || { log "port $p busy (a benchmark running?)"; exit 1; }; done
 [[ -x $BIN ]] || { log "$BIN missing: cargo build --release"; exit 1; }
 
 umask 022
@@ -40,12 +43,15 @@ rm -rf "$STATE"; mkdir -p "$STATE/origin/www" "$STATE/origin/tmp" "$STATE/origin
   "$STATE/origin2/tmp" "$STATE/strangler"
 chmod 755 "$STATE" "$(dirname "$STATE")" "$STATE"/origin* 2>/dev/null || true
 head -c 16384 /dev/zero | tr '\0' 'b' > "$STATE/origin/www/big.bin"
-cp "$STATE/origin/www/big.bin" "$STATE/origin2/www/big.bin"
-ORIGIN_PID= ; ORIGIN2_PID= ; PROF_PID=
+BIG_MTIME=1767225600   # as in run.sh: the same Last-Modified and ETag on every origin
+touch -d "@$BIG_MTIME" "$STATE/origin/www/big.bin"
+cp -p "$STATE/origin/www/big.bin" "$STATE/origin2/www/big.bin"
+ORIGIN_PID= ; ORIGIN2_PID= ; SLOW_PID= ; PROF_PID=
 cleanup() {
   [[ -n $PROF_PID ]] && kill -TERM -- "-$PROF_PID" 2>/dev/null || true
   [[ -n $ORIGIN_PID ]] && kill -TERM "$ORIGIN_PID" 2>/dev/null || true
   [[ -n $ORIGIN2_PID ]] && kill -TERM "$ORIGIN2_PID" 2>/dev/null || true
+  [[ -n $SLOW_PID ]] && kill -TERM "$SLOW_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -56,6 +62,12 @@ if [[ $SCENARIO == shadow ]]; then
   nginx -p "$STATE/origin2/" -e "$STATE/origin2/error.log" -c "$BENCH/conf/nginx-backend2.conf"
   for _ in $(seq 50); do [[ -s $STATE/origin2/nginx.pid ]] && break; sleep 0.1; done
   ORIGIN2_PID=$(cat "$STATE/origin2/nginx.pid")
+fi
+if [[ $SCENARIO == shadow-slow ]]; then
+  SLOW_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/examples/slow_origin
+  [[ -x $SLOW_BIN ]] || { log "$SLOW_BIN missing: cargo build --release --example slow_origin"; exit 1; }
+  "$SLOW_BIN" --port 18082 --delay 1 --mtime "$BIG_MTIME" > "$STATE/slow_origin.log" 2>&1 &
+  SLOW_PID=$!
 fi
 
 env=(env -C "$STATE/strangler" BENCH_PORT=18600 BENCH_ADMIN_PORT=18700 TOKIO_WORKER_THREADS=1)
@@ -72,7 +84,7 @@ curl -sf -o /dev/null http://127.0.0.1:18600/ || { log "strangler did not start:
 
 log "load: wrk -t1 -c$CONNS -d$DUR http://127.0.0.1:18600$URLPATH ($PROFILER)"
 wrk -t1 -c"$CONNS" -d"$DUR" --latency "http://127.0.0.1:18600$URLPATH" | tee "$STATE/wrk.txt" >&2
-if [[ $SCENARIO == shadow ]]; then
+if [[ $SCENARIO == shadow* ]]; then
   sleep 2   # the last mirrors finish
   curl -s http://127.0.0.1:18700/metrics | grep -E '^strangler_shadow_(comparisons|dropped)_total' \
     | tee "$STATE/shadow.txt" >&2 || true

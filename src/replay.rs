@@ -311,7 +311,8 @@ async fn send(
         .map_err(|_| "the candidate did not answer in time".to_string())?
         .map_err(|e| format!("the candidate could not be reached: {e}"))?;
     let (parts, mut body) = response.into_parts();
-    let mut capture = BodyCapture::new(max, budget.clone());
+    let mut capture =
+        BodyCapture::new(max, budget.clone()).expecting(&http_body::Body::size_hint(&body));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("the candidate's body broke: {e}"))?;
         capture

@@ -262,7 +262,8 @@ async fn exchange(
             .await
             .map_err(|_| MirrorFailure::Transport)?;
         let (parts, mut body) = response.into_parts();
-        let mut capture = BodyCapture::new(max, budget.clone());
+        let mut capture =
+            BodyCapture::new(max, budget.clone()).expecting(&http_body::Body::size_hint(&body));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| MirrorFailure::Transport)?;
             capture.push(&frame).map_err(|_| MirrorFailure::Memory)?;

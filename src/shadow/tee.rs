@@ -118,35 +118,53 @@ pub struct RequestCopy {
     pub reservation: Reservation,
 }
 
-/// Chunks kept so far, concatenated once at the end.
+/// The bytes kept so far, copied into one buffer as they pass. Keeping the
+/// frames themselves would be a copy less, but a frame is often a slice of
+/// a connection's read buffer (up to 64 KiB), which it would then keep
+/// alive for as long as the mirror waits on its candidate.
 struct Chunks {
-    chunks: Vec<Bytes>,
-    len: u64,
+    kept: BytesMut,
     reservation: Reservation,
 }
 
 impl Chunks {
     fn new(budget: Arc<MemoryBudget>) -> Self {
         Chunks {
-            chunks: Vec::new(),
-            len: 0,
+            kept: BytesMut::new(),
             reservation: Reservation::empty(budget),
         }
     }
 
-    fn concat(self) -> (Bytes, Reservation) {
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.into_iter().next().unwrap_or_default(),
-            _ => {
-                let mut all = BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
-                for chunk in &self.chunks {
-                    all.extend_from_slice(chunk);
-                }
-                all.freeze()
+    fn len(&self) -> u64 {
+        self.kept.len() as u64
+    }
+
+    /// Room for the whole body when its length is known and fits under
+    /// `max`: one allocation, no growing. The room is charged to the budget
+    /// at once, so an announced length cannot hold memory the budget does
+    /// not see.
+    fn expect(&mut self, hint: &SizeHint, max: u64) {
+        if let Some(length) = hint.exact().filter(|length| *length <= max) {
+            if self.reservation.grow(length) {
+                self.kept.reserve(usize::try_from(length).unwrap_or(0));
             }
-        };
-        (body, self.reservation)
+        }
+    }
+
+    /// Keeps `data` if the budget allows it.
+    fn keep(&mut self, data: &[u8]) -> Result<(), CopyFailure> {
+        let needed = (self.kept.len() + data.len()) as u64;
+        if needed > self.reservation.bytes
+            && !self.reservation.grow(needed - self.reservation.bytes)
+        {
+            return Err(CopyFailure::Memory);
+        }
+        self.kept.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn concat(self) -> (Bytes, Reservation) {
+        (self.kept.freeze(), self.reservation)
     }
 }
 
@@ -167,7 +185,9 @@ impl<B: Body> RequestTee<B> {
         budget: Arc<MemoryBudget>,
     ) -> (Self, oneshot::Receiver<Result<RequestCopy, CopyFailure>>) {
         let (tx, rx) = oneshot::channel();
-        let mut state = Some((Chunks::new(budget), tx));
+        let mut chunks = Chunks::new(budget);
+        chunks.expect(&inner.size_hint(), max);
+        let mut state = Some((chunks, tx));
         if inner.is_end_stream() {
             // An empty body is never polled: hand the copy over now.
             finish_request(&mut state);
@@ -208,14 +228,10 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     if let Some((chunks, _)) = this.state.as_mut() {
-                        let len = data.len() as u64;
-                        if chunks.len + len > *this.max {
+                        if chunks.len() + data.len() as u64 > *this.max {
                             fail_request(this.state, CopyFailure::TooLarge);
-                        } else if !chunks.reservation.grow(len) {
-                            fail_request(this.state, CopyFailure::Memory);
-                        } else {
-                            chunks.len += len;
-                            chunks.chunks.push(data.clone());
+                        } else if let Err(why) = chunks.keep(data) {
+                            fail_request(this.state, why);
                         }
                     }
                 }
@@ -268,6 +284,12 @@ impl BodyCapture {
         }
     }
 
+    /// Sizes the buffer for a body of known length in one allocation.
+    pub fn expecting(mut self, hint: &SizeHint) -> Self {
+        self.chunks.expect(hint, self.max);
+        self
+    }
+
     /// Adds a frame; fails only when the memory budget is spent.
     pub fn push(&mut self, frame: &Frame<Bytes>) -> Result<(), CopyFailure> {
         if let Some(trailers) = frame.trailers_ref() {
@@ -286,20 +308,13 @@ impl BodyCapture {
         if self.len > self.max {
             // Past the buffer: hash what we kept and go on hashing.
             let mut hasher = Sha256::new();
-            for chunk in self.chunks.chunks.drain(..) {
-                hasher.update(&chunk);
-            }
+            hasher.update(&self.chunks.kept);
             hasher.update(data);
             self.hasher = Some(hasher);
-            self.chunks.reservation = Reservation::empty(self.chunks.reservation.budget.clone());
+            self.chunks = Chunks::new(self.chunks.reservation.budget.clone());
             return Ok(());
         }
-        if !self.chunks.reservation.grow(len) {
-            return Err(CopyFailure::Memory);
-        }
-        self.chunks.len += len;
-        self.chunks.chunks.push(data.clone());
-        Ok(())
+        self.chunks.keep(data)
     }
 
     pub fn finish(self) -> ResponseCopy {
@@ -340,7 +355,7 @@ impl<B: Body> ResponseTee<B> {
         capture: BodyCapture,
     ) -> (Self, oneshot::Receiver<Result<ResponseCopy, CopyFailure>>) {
         let (tx, rx) = oneshot::channel();
-        let mut state = Some((capture, tx));
+        let mut state = Some((capture.expecting(&inner.size_hint()), tx));
         if inner.is_end_stream() {
             finish_response(&mut state);
         }
@@ -402,5 +417,84 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(bytes: &Bytes) -> Frame<Bytes> {
+        Frame::data(bytes.clone())
+    }
+
+    #[test]
+    fn a_kept_frame_does_not_hold_the_buffer_it_was_sliced_from() {
+        let budget = MemoryBudget::new(1 << 20);
+        let read_buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let frame = read_buffer.slice(..16 * 1024);
+        drop(read_buffer);
+        let mut capture = BodyCapture::new(1 << 20, budget.clone());
+        capture.push(&data(&frame)).expect("within the budget");
+        assert!(
+            frame.is_unique(),
+            "the capture still refers to the frame's buffer"
+        );
+        let copy = capture.finish();
+        assert!(matches!(&copy.body, CapturedBody::Full(body) if body == &frame));
+        assert_eq!(budget.used(), 16 * 1024);
+        drop(copy);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn an_announced_length_is_charged_before_the_bytes_come() {
+        let budget = MemoryBudget::new(1000);
+        let capture = BodyCapture::new(1000, budget.clone()).expecting(&SizeHint::with_exact(800));
+        assert_eq!(budget.used(), 800);
+        let mut capture = capture;
+        for part in [&b"a"[..], &b"bc"[..]] {
+            capture
+                .push(&Frame::data(Bytes::from(part)))
+                .expect("within the budget");
+        }
+        assert_eq!(
+            budget.used(),
+            800,
+            "bytes within the announced length cost nothing more"
+        );
+        let copy = capture.finish();
+        assert!(matches!(&copy.body, CapturedBody::Full(body) if &body[..] == b"abc"));
+        drop(copy);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_length_beyond_the_budget_is_not_charged_and_the_bytes_fail_as_memory() {
+        let budget = MemoryBudget::new(100);
+        let mut capture =
+            BodyCapture::new(1000, budget.clone()).expecting(&SizeHint::with_exact(500));
+        assert_eq!(budget.used(), 0);
+        let chunk = Bytes::from(vec![b'y'; 60]);
+        capture.push(&data(&chunk)).expect("60 bytes fit");
+        assert_eq!(capture.push(&data(&chunk)), Err(CopyFailure::Memory));
+    }
+
+    #[test]
+    fn past_max_only_a_hash_is_kept_and_the_memory_goes_back() {
+        let budget = MemoryBudget::new(1 << 20);
+        let mut capture = BodyCapture::new(100, budget.clone()).expecting(&SizeHint::new());
+        let chunk = Bytes::from(vec![b'z'; 60]);
+        capture.push(&data(&chunk)).expect("within the budget");
+        assert_eq!(budget.used(), 60);
+        capture
+            .push(&data(&chunk))
+            .expect("hashing needs no budget");
+        assert_eq!(budget.used(), 0);
+        let copy = capture.finish();
+        let expected: [u8; 32] = Sha256::digest([b'z'; 120]).into();
+        assert!(
+            matches!(copy.body, CapturedBody::Hashed { len: 120, sha256 } if sha256 == expected)
+        );
     }
 }
