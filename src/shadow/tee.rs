@@ -122,21 +122,21 @@ pub struct RequestCopy {
 /// frames themselves would be a copy less, but a frame is often a slice of
 /// a connection's read buffer (up to 64 KiB), which it would then keep
 /// alive for as long as the mirror waits on its candidate.
-struct Chunks {
-    kept: BytesMut,
+struct Kept {
+    bytes: BytesMut,
     reservation: Reservation,
 }
 
-impl Chunks {
+impl Kept {
     fn new(budget: Arc<MemoryBudget>) -> Self {
-        Chunks {
-            kept: BytesMut::new(),
+        Kept {
+            bytes: BytesMut::new(),
             reservation: Reservation::empty(budget),
         }
     }
 
     fn len(&self) -> u64 {
-        self.kept.len() as u64
+        self.bytes.len() as u64
     }
 
     /// Room for the whole body when its length is known and fits under
@@ -146,25 +146,25 @@ impl Chunks {
     fn expect(&mut self, hint: &SizeHint, max: u64) {
         if let Some(length) = hint.exact().filter(|length| *length <= max) {
             if self.reservation.grow(length) {
-                self.kept.reserve(usize::try_from(length).unwrap_or(0));
+                self.bytes.reserve(usize::try_from(length).unwrap_or(0));
             }
         }
     }
 
     /// Keeps `data` if the budget allows it.
     fn keep(&mut self, data: &[u8]) -> Result<(), CopyFailure> {
-        let needed = (self.kept.len() + data.len()) as u64;
+        let needed = (self.bytes.len() + data.len()) as u64;
         if needed > self.reservation.bytes
             && !self.reservation.grow(needed - self.reservation.bytes)
         {
             return Err(CopyFailure::Memory);
         }
-        self.kept.extend_from_slice(data);
+        self.bytes.extend_from_slice(data);
         Ok(())
     }
 
-    fn concat(self) -> (Bytes, Reservation) {
-        (self.kept.freeze(), self.reservation)
+    fn into_body(self) -> (Bytes, Reservation) {
+        (self.bytes.freeze(), self.reservation)
     }
 }
 
@@ -185,9 +185,9 @@ impl<B: Body> RequestTee<B> {
         budget: Arc<MemoryBudget>,
     ) -> (Self, oneshot::Receiver<Result<RequestCopy, CopyFailure>>) {
         let (tx, rx) = oneshot::channel();
-        let mut chunks = Chunks::new(budget);
-        chunks.expect(&inner.size_hint(), max);
-        let mut state = Some((chunks, tx));
+        let mut kept = Kept::new(budget);
+        kept.expect(&inner.size_hint(), max);
+        let mut state = Some((kept, tx));
         if inner.is_end_stream() {
             // An empty body is never polled: hand the copy over now.
             finish_request(&mut state);
@@ -196,7 +196,7 @@ impl<B: Body> RequestTee<B> {
     }
 }
 
-type RequestState = Option<(Chunks, oneshot::Sender<Result<RequestCopy, CopyFailure>>)>;
+type RequestState = Option<(Kept, oneshot::Sender<Result<RequestCopy, CopyFailure>>)>;
 
 fn fail_request(state: &mut RequestState, why: CopyFailure) {
     if let Some((_, tx)) = state.take() {
@@ -205,8 +205,8 @@ fn fail_request(state: &mut RequestState, why: CopyFailure) {
 }
 
 fn finish_request(state: &mut RequestState) {
-    if let Some((chunks, tx)) = state.take() {
-        let (body, reservation) = chunks.concat();
+    if let Some((kept, tx)) = state.take() {
+        let (body, reservation) = kept.into_body();
         let _ = tx.send(Ok(RequestCopy { body, reservation }));
     }
 }
@@ -227,10 +227,10 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Some((chunks, _)) = this.state.as_mut() {
-                        if chunks.len() + data.len() as u64 > *this.max {
+                    if let Some((kept, _)) = this.state.as_mut() {
+                        if kept.len() + data.len() as u64 > *this.max {
                             fail_request(this.state, CopyFailure::TooLarge);
-                        } else if let Err(why) = chunks.keep(data) {
+                        } else if let Err(why) = kept.keep(data) {
                             fail_request(this.state, why);
                         }
                     }
@@ -266,7 +266,7 @@ pub struct ResponseCopy {
 
 /// Keeps bytes until `max`, then only a hash and a length.
 pub struct BodyCapture {
-    chunks: Chunks,
+    kept: Kept,
     hasher: Option<Sha256>,
     len: u64,
     max: u64,
@@ -276,7 +276,7 @@ pub struct BodyCapture {
 impl BodyCapture {
     pub fn new(max: u64, budget: Arc<MemoryBudget>) -> Self {
         BodyCapture {
-            chunks: Chunks::new(budget),
+            kept: Kept::new(budget),
             hasher: None,
             len: 0,
             max,
@@ -286,7 +286,7 @@ impl BodyCapture {
 
     /// Sizes the buffer for a body of known length in one allocation.
     pub fn expecting(mut self, hint: &SizeHint) -> Self {
-        self.chunks.expect(hint, self.max);
+        self.kept.expect(hint, self.max);
         self
     }
 
@@ -308,13 +308,13 @@ impl BodyCapture {
         if self.len > self.max {
             // Past the buffer: hash what we kept and go on hashing.
             let mut hasher = Sha256::new();
-            hasher.update(&self.chunks.kept);
+            hasher.update(&self.kept.bytes);
             hasher.update(data);
             self.hasher = Some(hasher);
-            self.chunks = Chunks::new(self.chunks.reservation.budget.clone());
+            self.kept = Kept::new(self.kept.reservation.budget.clone());
             return Ok(());
         }
-        self.chunks.keep(data)
+        self.kept.keep(data)
     }
 
     pub fn finish(self) -> ResponseCopy {
@@ -325,11 +325,11 @@ impl BodyCapture {
                     sha256: hasher.finalize().into(),
                 },
                 trailers: self.trailers,
-                reservation: self.chunks.reservation,
+                reservation: self.kept.reservation,
             },
             None => {
                 let trailers = self.trailers;
-                let (body, reservation) = self.chunks.concat();
+                let (body, reservation) = self.kept.into_body();
                 ResponseCopy {
                     body: CapturedBody::Full(body),
                     trailers,
@@ -450,9 +450,9 @@ mod tests {
     #[test]
     fn an_announced_length_is_charged_before_the_bytes_come() {
         let budget = MemoryBudget::new(1000);
-        let capture = BodyCapture::new(1000, budget.clone()).expecting(&SizeHint::with_exact(800));
+        let mut capture =
+            BodyCapture::new(1000, budget.clone()).expecting(&SizeHint::with_exact(800));
         assert_eq!(budget.used(), 800);
-        let mut capture = capture;
         for part in [&b"a"[..], &b"bc"[..]] {
             capture
                 .push(&Frame::data(Bytes::from(part)))
