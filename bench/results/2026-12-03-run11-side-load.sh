@@ -6,12 +6,13 @@
 # co-located candidate traffic? pass / pass + a second wrk driving the 1 s candidate directly
 # with 1024 connections / shadow-slow.
 set -u
-B=/work/main/bench; S=/tmp/tcpu; BIN=/work/main/target/release/strangler
+B=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd); REPO=$(cd "$B/.." && pwd)
+S=${BENCH_STATE:-/tmp/strangler-side-load}; BIN=$REPO/target/release/strangler
 C=${C:-64}; P=${P:-/big}
-rm -rf $S/o $S/s; mkdir -p $S/o/www $S/o/tmp $S/s; chmod 755 $S $S/o $S/o/www
+rm -rf $S/o $S/s; mkdir -p $S;  mkdir -p $S/o/www $S/o/tmp $S/s; chmod 755 $S $S/o $S/o/www
 head -c 16384 /dev/zero | tr '\0' 'b' > $S/o/www/big.bin && touch -d @1767225600 $S/o/www/big.bin
 nginx -p $S/o/ -e $S/o/error.log -c $B/conf/nginx-backend.conf; sleep 0.3
-/work/main/target/release/examples/slow_origin --port 18082 --delay 1 --mtime 1767225600 >/dev/null 2>&1 & SLOW=$!
+"$REPO/target/release/examples/slow_origin" --port 18082 --delay 1 --mtime 1767225600 >/dev/null 2>&1 & SLOW=$!
 for rep in $(seq ${REPS:-3}); do for v in pass pass+side shadow-slow; do
   conf=${v%+side}
   rm -f $S/s/strangler.db*
