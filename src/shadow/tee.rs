@@ -428,6 +428,20 @@ mod tests {
         Frame::data(bytes.clone())
     }
 
+    /// Finishes a capture that kept the whole body, checks what it had
+    /// charged and that dropping the copy gives it all back.
+    fn whole_body(capture: BodyCapture, budget: &MemoryBudget, charged: u64) -> Bytes {
+        let copy = capture.finish();
+        assert_eq!(budget.used(), charged);
+        let CapturedBody::Full(body) = &copy.body else {
+            panic!("only a hash was kept")
+        };
+        let body = body.clone();
+        drop(copy);
+        assert_eq!(budget.used(), 0, "the copy's memory goes back with it");
+        body
+    }
+
     #[test]
     fn a_kept_frame_does_not_hold_the_buffer_it_was_sliced_from() {
         let budget = MemoryBudget::new(1 << 20);
@@ -440,11 +454,7 @@ mod tests {
             frame.is_unique(),
             "the capture still refers to the frame's buffer"
         );
-        let copy = capture.finish();
-        assert!(matches!(&copy.body, CapturedBody::Full(body) if body == &frame));
-        assert_eq!(budget.used(), 16 * 1024);
-        drop(copy);
-        assert_eq!(budget.used(), 0);
+        assert_eq!(whole_body(capture, &budget, 16 * 1024), frame);
     }
 
     #[test]
@@ -463,10 +473,7 @@ mod tests {
             800,
             "bytes within the announced length cost nothing more"
         );
-        let copy = capture.finish();
-        assert!(matches!(&copy.body, CapturedBody::Full(body) if &body[..] == b"abc"));
-        drop(copy);
-        assert_eq!(budget.used(), 0);
+        assert_eq!(&whole_body(capture, &budget, 800)[..], b"abc");
     }
 
     #[test]
