@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use crate::support::backend::Backend;
+use crate::support::ports::{address_in_use, reserve};
 use crate::support::{upstreams, Proxy};
 
 fn strangler() -> Command {
@@ -191,41 +192,44 @@ async fn spawn_binary(
 async fn spawn_with(
     dir: &tempfile::TempDir,
     routes: &str,
-    command: impl FnOnce(&std::path::Path) -> Command,
+    command: impl Fn(&std::path::Path) -> Command,
 ) -> (
     std::process::Child,
     std::net::SocketAddr,
     std::net::SocketAddr,
 ) {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (proxy, admin) = (free(), free());
-    let text = format!(
-        "[server]\nlisten = \"{proxy}\"\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"{admin}\"\n[store]\nurl = \"sqlite://{}\"\n{routes}",
-        dir.path().join("s.db").display()
-    );
-    let path = write(dir, &text);
-    let child = command(&path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if reqwest::get(format!("http://{admin}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return (child, proxy, admin);
+    let stderr_path = dir.path().join("stderr.log");
+    'fresh_ports: for _ in 0..3 {
+        let (proxy, admin) = (reserve(), reserve());
+        let text = format!(
+            "[server]\nlisten = \"{proxy}\"\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"{admin}\"\n[store]\nurl = \"sqlite://{}\"\n{routes}",
+            dir.path().join("s.db").display()
+        );
+        let path = write(dir, &text);
+        let mut child = command(&path)
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if reqwest::get(format!("http://{admin}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return (child, proxy, admin);
+            }
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            if exited && address_in_use(&stderr) {
+                continue 'fresh_ports;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        break;
     }
-    let mut child = child;
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("strangler did not become ready");
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    panic!("strangler did not become ready:\n{stderr}");
 }
 
 fn signal(child: &std::process::Child, name: &str) {

@@ -24,6 +24,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::support::backend::{full, Backend};
 use crate::support::client;
+use crate::support::ports::{address_in_use, reserve};
 
 const URL_VAR: &str = "STRANGLER_TEST_POSTGRES_URL";
 
@@ -100,23 +101,17 @@ macro_rules! pg_db {
     };
 }
 
-fn reserve() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// One `strangler run` process of a fleet. The configuration text is the
 /// same for every member (listen addresses and the store come from the
 /// environment), so their configuration hashes agree.
 struct Member {
     id: String,
+    store_url: String,
     child: Child,
     proxy: SocketAddr,
     admin: SocketAddr,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Member {
@@ -129,26 +124,54 @@ impl Member {
         std::fs::write(&path, text).unwrap();
         let (proxy, admin) = (reserve(), reserve());
         let log = dir.path().join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_strangler"))
+        let child = Self::spawn(&path, id, store_url, proxy, admin, &log);
+        Member {
+            id: id.to_string(),
+            store_url: store_url.to_string(),
+            child,
+            proxy,
+            admin,
+            log,
+            dir,
+        }
+    }
+
+    fn spawn(
+        path: &std::path::Path,
+        id: &str,
+        store_url: &str,
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        log: &std::path::Path,
+    ) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_strangler"))
             .args(["run", "-c"])
-            .arg(&path)
+            .arg(path)
             .args(["--instance-id", id])
             .env("PROXY_LISTEN", proxy.to_string())
             .env("ADMIN_LISTEN", admin.to_string())
             .env("STORE_URL", store_url)
             .env("STRANGLER_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
-            .unwrap();
-        Member {
-            id: id.to_string(),
-            child,
-            proxy,
-            admin,
-            log,
-            _dir: dir,
-        }
+            .unwrap()
+    }
+
+    /// Starts the process again on fresh ports (after it lost one of its
+    /// reserved ports to another socket).
+    fn respawn_on_fresh_ports(&mut self) {
+        self.kill();
+        (self.proxy, self.admin) = (reserve(), reserve());
+        let path = self.dir.path().join("strangler.toml");
+        self.child = Self::spawn(
+            &path,
+            &self.id,
+            &self.store_url,
+            self.proxy,
+            self.admin,
+            &self.log,
+        );
     }
 
     fn admin_url(&self, path: &str) -> String {
@@ -174,9 +197,13 @@ impl Member {
         self.get("/api/routes/orders").await
     }
 
-    async fn ready(&self) {
+    async fn ready(&mut self) {
         let http = client();
         for _ in 0..300 {
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited && address_in_use(&self.log_text()) {
+                self.respawn_on_fresh_ports();
+            }
             if http
                 .get(self.admin_url("/readyz"))
                 .send()
@@ -216,10 +243,10 @@ impl Drop for Member {
 }
 
 async fn start_fleet(n: usize, store_url: &str, body: &str) -> Vec<Member> {
-    let members: Vec<Member> = (0..n)
+    let mut members: Vec<Member> = (0..n)
         .map(|i| Member::start(&format!("fleet-{i}"), store_url, body))
         .collect();
-    for m in &members {
+    for m in &mut members {
         m.ready().await;
     }
     members
@@ -765,8 +792,8 @@ async fn fleet_no_promotion_while_the_configuration_hashes_differ() {
     let rollout =
         "interval = \"1s\"\nmin_requests = 5\nmin_match_rate = 0.9\nsteps = [10, 50, 100]";
     let body = config(legacy.addr, candidate.addr, "shadow", 0, rollout);
-    let a = Member::start("fleet-a", &db.url, &body);
-    let b = Member::start("fleet-b", &db.url, &format!("# edited\n{body}"));
+    let mut a = Member::start("fleet-a", &db.url, &body);
+    let mut b = Member::start("fleet-b", &db.url, &format!("# edited\n{body}"));
     a.ready().await;
     b.ready().await;
     wait_for(Duration::from_secs(10), "both instances listed", || async {

@@ -10,6 +10,7 @@ use http::Response;
 use serde_json::Value;
 
 use crate::support::backend::{full, Backend};
+use crate::support::ports::reserve;
 use crate::support::{client, Proxy};
 
 fn config(
@@ -612,13 +613,7 @@ async fn kill_9_mid_canary_then_restart_resumes_the_same_stage_and_weight() {
     let legacy = same_after(Duration::ZERO).await;
     let candidate = same_after(Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
-    let reserve = |_: ()| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (proxy_addr, admin_addr) = (reserve(()), reserve(()));
+    let (proxy_addr, admin_addr) = (reserve(), reserve());
     let toml = format!(
         "[server]\nlisten = \"{proxy_addr}\"\n[admin]\nlisten = \"{admin_addr}\"\n[store]\nurl = \"sqlite://{}\"\n{}",
         dir.path().join("s.db").display(),

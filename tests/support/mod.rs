@@ -2,6 +2,7 @@
 //! strangler started in-process from configuration text.
 
 pub mod backend;
+pub mod ports;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
