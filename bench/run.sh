@@ -40,6 +40,10 @@
 #   below saturation, conns x 1000 / PACE_MS requests/s at most, instead of wrk's default of
 #   as many as the target can take; bench/paced.lua). Latency then measures what the target
 #   adds at a given load, not how it queues when saturated.
+#   PACE_LOAD=<fraction> (paced as PACE_MS, with the pause set before every round and scenario
+#   from nginx's closed-loop req/s measured just then: conns x 1000 / (PACE_LOAD x that) ms,
+#   less the answer time measured in a paced calibration run, so the offered load is the same
+#   share of the machine's capacity on a fast or a slow host; calibration runs: capacity.tsv).
 # Ports: 18080-18083 origins, 18100-18103 nginx, 18200 HAProxy, 186xx strangler proxies and
 #   187xx their admin listeners; all on 127.0.0.1. Every load run is bounded by wrk -d; nothing
 #   needs the internet (build with NO_BUILD=1, or dependencies already fetched).
@@ -57,8 +61,9 @@ PATHS=${PATHS:-"/ /big"}
 WRK_THREADS=${WRK_THREADS:-1}
 CANDIDATE_NICE=${CANDIDATE_NICE:-0}
 PACE_MS=${PACE_MS:-}
+PACE_LOAD=${PACE_LOAD:-}
 WRK_SCRIPT=()
-if [[ -n $PACE_MS ]]; then WRK_SCRIPT=(-s "$BENCH/paced.lua"); export PACE_MS; fi
+if [[ -n $PACE_MS || -n $PACE_LOAD ]]; then WRK_SCRIPT=(-s "$BENCH/paced.lua"); export PACE_MS; fi
 TARGETS=${TARGETS:-"direct nginx nginx-2w nginx-mirror nginx-mirror-slow haproxy strangler strangler-2w strangler-canary strangler-shadow strangler-shadow-slow strangler-shadow-hang"}
 PUT_NAME=${PUT_NAME:-put}
 PUT_PORT=${PUT_PORT:-18900}
@@ -245,6 +250,26 @@ check_target() { # status 200 and exact body sizes for / (100 B) and /big (16384
   done
 }
 
+# PACE_LOAD: sets PACE_MS for one round and scenario so that nginx is offered PACE_LOAD of the
+# req/s it serves closed-loop right now. A connection's cycle is the pause plus the answer's
+# time plus wrk's own; a second, paced calibration run measures that overhead and the pause is
+# shortened by it. Both calibration runs go to capacity.tsv, not to the table.
+set_pace() { # rep path conns
+  local rep=$1 path=$2 c=$3 cal rps paced_rps
+  cal="$OUT/r${rep}_capacity_${path//\//_}_c${c}"
+  wrk -t"$WRK_THREADS" -c"$c" -d"$DUR" "http://127.0.0.1:${PORT[nginx]}$path" > "$cal.txt" 2>&1 || true
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$cal.txt")
+  PACE_MS=$(awk -v c="$c" -v r="${rps:-0}" -v f="$PACE_LOAD" \
+    'BEGIN { if (r > 0) printf "%.3f", c * 1000 / (f * r); else print 4 }')
+  export PACE_MS
+  wrk -t"$WRK_THREADS" -c"$c" -d"$DUR" "${WRK_SCRIPT[@]}" "http://127.0.0.1:${PORT[nginx]}$path" \
+    > "$cal-paced.txt" 2>&1 || true
+  paced_rps=$(awk '/^Requests\/sec:/ {print $2}' "$cal-paced.txt")
+  PACE_MS=$(awk -v c="$c" -v p="$PACE_MS" -v a="${paced_rps:-0}" \
+    'BEGIN { if (a > 0) { o = c * 1000 / a - p; q = p - o; printf "%.3f", (q > 0 ? q : 0) } else print p }')
+  echo -e "$rep\t$path\t$c\t${rps:-0}\t${paced_rps:-0}\t$PACE_MS" >> "$OUT/capacity.tsv"
+}
+
 # ---------------------------------------------------------------------------------- main
 have wrk || { echo "wrk missing: apt-get install -y nginx haproxy wrk" >&2; exit 1; }
 have nginx || { echo "nginx missing: apt-get install -y nginx haproxy wrk" >&2; exit 1; }
@@ -274,12 +299,15 @@ for t in $TARGETS; do
   else log "target $t unavailable; left out of the matrix"; echo "$t" >> "$OUT/skipped"; fi
 done
 log "active targets: ${ACTIVE[*]}"
+if [[ -n $PACE_LOAD && " ${ACTIVE[*]} " != *" nginx "* ]]; then
+  log "PACE_LOAD needs the nginx target (its closed-loop req/s sets the pace)"; exit 1
+fi
 
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "nproc: $(nproc)   kernel: $(uname -r)   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo "loadavg-at-start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "wrk: -t$WRK_THREADS -d$DUR --latency; conns: $CONNS; paths: $PATHS; reps: $REPS${PACE_MS:+; paced: $PACE_MS ms wait after each answer}"
+  echo "wrk: -t$WRK_THREADS -d$DUR --latency; conns: $CONNS; paths: $PATHS; reps: $REPS${PACE_MS:+; paced: $PACE_MS ms wait after each answer}${PACE_LOAD:+; paced: load $PACE_LOAD of nginx closed-loop req/s, measured before each round and scenario}"
   echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //')  haproxy: $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}')"
   echo "strangler: $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?')  $STRANGLER_BIN"
   echo "put: ${PUT_CMD:-none}   slow/never candidate: $SLOW_ORIGIN"
@@ -292,10 +320,12 @@ done
 
 TICK=$(getconf CLK_TCK)
 echo -e "rep\tpath\tconns\ttarget\tcpu_ticks\tclk_tck\torigin_conns\torigin_reqs\traw\trss_kib" > "$OUT/runs.tsv"
+[[ -z $PACE_LOAD ]] || echo -e "rep\tpath\tconns\tnginx_rps\tfirst_paced_rps\tpace_ms" > "$OUT/capacity.tsv"
 n=${#ACTIVE[@]}
 for rep in $(seq "$REPS"); do
   for path in $PATHS; do
     for c in $CONNS; do
+      if [[ -n $PACE_LOAD ]]; then set_pace "$rep" "$path" "$c"; fi
       # interleave: every target once per (round, scenario); start position rotates per round
       for i in $(seq 0 $((n - 1))); do
         t=${ACTIVE[$(( (i + rep - 1) % n ))]}
