@@ -224,6 +224,15 @@ def main(out):
             check("p99 with a 1 s candidate" + (" (paced)" if paced else ""), key,
                   f"{r:.2f}x without shadow, per round {' / '.join(f'{x:.2f}' for x in rounds)}"
                   f" ({fmt(a, 2)} ms vs {fmt(b, 2)} ms)", "<= 1.10x", r <= 1.1)
+        r = ratio(key, "strangler-shadow-slow", "p99", ref="strangler-side-slow")
+        if r == r:
+            rounds = per_round(key, "strangler-shadow-slow", "p99", ref="strangler-side-slow")
+            check("p99 with a 1 s candidate, against the control (the candidate's traffic sent "
+                  "by a second wrk, no shadow)" + (" (paced)" if paced else ""), key,
+                  f"{r:.2f}x, per round {' / '.join(f'{x:.2f}' for x in rounds)}"
+                  f" ({fmt(stat(key, 'strangler-shadow-slow', 'p99'), 2)} ms vs "
+                  f"{fmt(stat(key, 'strangler-side-slow', 'p99'), 2)} ms)", "(strangler's own share)",
+                  r <= 1.1)
         a = stat(key, "strangler-shadow", "p99")
         b = stat(key, "strangler-shadow-slow", "p99")
         if a == a and b == b and a > 0:

@@ -24,6 +24,9 @@
 #   strangler-canary  stage canary, weight 50: legacy :18080, candidate :18081
 #   strangler-shadow  stage shadow, sample 1.0, compare on: mirror to :18081
 #   strangler-shadow-slow  as strangler-shadow, candidate answers after 1 s (:18082)
+#   strangler-side-slow    control for it: pass-through, while a second wrk (1024 connections,
+#                          shadow.max_in_flight) drives the 1 s candidate directly, so that the
+#                          candidate's traffic loads the two cores without strangler sending it
 #   strangler-shadow-hang  as strangler-shadow, candidate never answers (:18083)
 #   (+ PUT_CMD, as in the shared harness: any other proxy on $PUT_PORT forwarding to :18080)
 #
@@ -64,7 +67,7 @@ PACE_MS=${PACE_MS:-}
 PACE_LOAD=${PACE_LOAD:-}
 WRK_SCRIPT=()
 if [[ -n $PACE_MS || -n $PACE_LOAD ]]; then WRK_SCRIPT=(-s "$BENCH/paced.lua"); export PACE_MS; fi
-TARGETS=${TARGETS:-"direct nginx nginx-2w nginx-mirror nginx-mirror-slow haproxy strangler strangler-2w strangler-canary strangler-shadow strangler-shadow-slow strangler-shadow-hang"}
+TARGETS=${TARGETS:-"direct nginx nginx-2w nginx-mirror nginx-mirror-slow haproxy strangler strangler-2w strangler-canary strangler-shadow strangler-shadow-slow strangler-side-slow strangler-shadow-hang"}
 PUT_NAME=${PUT_NAME:-put}
 PUT_PORT=${PUT_PORT:-18900}
 OUT=${OUT:-$STATE/results/$(date +%Y%m%d-%H%M%S)}
@@ -80,6 +83,7 @@ declare -A PORT=(
   [haproxy]=18200
   [strangler]=18600 [strangler-2w]=18601 [strangler-canary]=18602 [strangler-shadow]=18603
   [strangler-shadow-slow]=18604 [strangler-shadow-hang]=18605 [strangler-shadow-2w]=18606
+  [strangler-side-slow]=18607
 )
 declare -A ROOTPID=()               # target -> pid whose process tree is charged CPU and RSS
 
@@ -198,6 +202,7 @@ start_target() {
     strangler-shadow-2w) start_strangler "$t" "${PORT[$t]}" strangler-shadow.toml 2 ;;
     strangler-shadow-slow) start_strangler "$t" "${PORT[$t]}" strangler-shadow-slow.toml 1 ;;
     strangler-shadow-hang) start_strangler "$t" "${PORT[$t]}" strangler-shadow-hang.toml 1 ;;
+    strangler-side-slow) start_strangler "$t" "${PORT[$t]}" strangler-pass.toml 1 ;;
     "$PUT_NAME")  start_fg "$PUT_NAME" "$PUT_PORT" TERM http bash -c "$PUT_CMD" ;;
     *) log "unknown target $t"; return 1 ;;
   esac
@@ -332,7 +337,17 @@ for rep in $(seq "$REPS"); do
         raw="$OUT/r${rep}_${t}_${path//\//_}_c${c}.txt"
         read -r a0 r0 < <(origin_counts)
         before=$(tree_ticks "${ROOTPID[$t]}")
+        side=
+        if [[ $t == strangler-side-slow ]]; then
+          # the 1 s candidate's traffic without strangler sending it: a second wrk, as many
+          # connections as shadow.max_in_flight, started early enough to be in its steady state
+          wrk -t1 -c1024 -d"$(( ${DUR%s} + 3 ))s" --timeout 5s "http://127.0.0.1:${PORT[slow]}$path" \
+            > "${raw%.txt}.side.txt" 2>&1 &
+          side=$!
+          sleep 1.5
+        fi
         wrk -t"$WRK_THREADS" -c"$c" -d"$DUR" --latency "${WRK_SCRIPT[@]}" "http://127.0.0.1:${PORT[$t]}$path" > "$raw" 2>&1 || true
+        if [[ -n $side ]]; then wait "$side" || true; fi
         after=$(tree_ticks "${ROOTPID[$t]}")
         read -r a1 r1 < <(origin_counts)
         read -r _ rss_now < <(tree_rss "${ROOTPID[$t]}")   # resident memory right after the run
