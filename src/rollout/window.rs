@@ -327,12 +327,18 @@ struct Bucket {
     shadow: EndpointShadow,
 }
 
-/// Counts of one side in one bucket.
+/// Counts of one side in one bucket. The histogram is shared so that the
+/// rollback view can take the buckets under the ring's lock by reference
+/// and add them up after releasing it: requests record into the current
+/// bucket under that lock and must not wait for the sum. A request that
+/// records while a sum still holds the current bucket copies it (26 KiB),
+/// once.
+#[derive(Clone)]
 struct Tally {
     requests: u64,
     errors: u64,
     client_errors: u64,
-    latency_us: Option<Histogram<u64>>,
+    latency_us: Option<Arc<Histogram<u64>>>,
 }
 
 impl Tally {
@@ -350,9 +356,10 @@ impl Tally {
         self.errors += u64::from(outcome.error);
         self.client_errors += u64::from(outcome.client_error);
         if !outcome.no_latency {
-            self.latency_us
-                .get_or_insert_with(new_bucket_histogram)
-                .saturating_record(micros(latency));
+            let histogram = self
+                .latency_us
+                .get_or_insert_with(|| Arc::new(new_bucket_histogram()));
+            Arc::make_mut(histogram).saturating_record(micros(latency));
         }
     }
 }
@@ -506,25 +513,35 @@ impl Window {
     fn recent_sums(&self, span: Duration) -> (SideSum, SideSum, EndpointShadow) {
         let now = self.opened_at.elapsed().as_secs();
         let span = span.as_secs().clamp(1, self.ring_seconds);
-        let ring = lock(&self.recent);
+        let mut shadow = EndpointShadow::default();
+        // Under the lock only the tallies are taken (their histograms by
+        // reference); the histograms are added up after it is released.
+        let tallies: Vec<(Tally, Tally)> = {
+            let ring = lock(&self.recent);
+            ring.iter()
+                .filter(|b| b.second + span > now)
+                .map(|bucket| {
+                    shadow.merge(&bucket.shadow);
+                    (bucket.legacy.clone(), bucket.candidate.clone())
+                })
+                .collect()
+        };
         // At the buckets' precision, so that adding one is a plain walk
         // over equal counter arrays.
         let mut legacy = SideSum::with_latency(new_bucket_histogram());
         let mut candidate = SideSum::with_latency(new_bucket_histogram());
-        let mut shadow = EndpointShadow::default();
-        for bucket in ring.iter().filter(|b| b.second + span > now) {
+        for (bucket_legacy, bucket_candidate) in &tallies {
             for (sum, tally) in [
-                (&mut legacy, &bucket.legacy),
-                (&mut candidate, &bucket.candidate),
+                (&mut legacy, bucket_legacy),
+                (&mut candidate, bucket_candidate),
             ] {
                 sum.requests += tally.requests;
                 sum.errors += tally.errors;
                 sum.client_errors += tally.client_errors;
                 if let Some(h) = &tally.latency_us {
-                    let _ = sum.latency_us.add(h);
+                    let _ = sum.latency_us.add(h.as_ref());
                 }
             }
-            shadow.merge(&bucket.shadow);
         }
         (legacy, candidate, shadow)
     }
@@ -958,6 +975,28 @@ mod tests {
         assert!((49.0..=51.0).contains(&p50), "p50 {p50}");
         assert!((98.0..=100.0).contains(&p99), "p99 {p99}");
         assert_eq!(w.stage().legacy.requests, 0);
+    }
+
+    #[test]
+    fn a_request_recorded_while_a_sum_holds_the_bucket_goes_to_the_bucket_only() {
+        let mut current = Tally::new();
+        current.record(Duration::from_millis(5), ok());
+        // What `recent_sums` takes under the ring's lock: the histogram by reference.
+        let taken = current.clone();
+        let shared = |t: &Tally| t.latency_us.as_ref().map(Arc::as_ptr);
+        assert_eq!(shared(&taken), shared(&current), "taken without a copy");
+        current.record(Duration::from_millis(7), error());
+        assert_ne!(
+            shared(&taken),
+            shared(&current),
+            "copied on the next record"
+        );
+        let samples = |t: &Tally| t.latency_us.as_ref().map_or(0, |h| h.len());
+        assert_eq!((taken.requests, taken.errors, samples(&taken)), (1, 0, 1));
+        assert_eq!(
+            (current.requests, current.errors, samples(&current)),
+            (2, 1, 2)
+        );
     }
 
     #[tokio::test(start_paused = true)]
