@@ -661,7 +661,11 @@ impl Runtime {
         fence: Option<&Fence>,
         persist: bool,
     ) -> Result<(), ControlError> {
-        let reopen = from.stage != to.stage || from.weight != to.weight;
+        // A resume out of `rolled_back` starts again (SPEC: "resume starts
+        // again from shadow"): the comparisons that rolled the route back
+        // must not keep blocking it. Pausing and resuming a pause keep it.
+        let restarted = from.state == RolloutState::RolledBack && to.state != from.state;
+        let reopen = from.stage != to.stage || from.weight != to.weight || restarted;
         let now = now_ms();
         let opened_at_ms = if reopen {
             now
