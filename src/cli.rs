@@ -314,7 +314,7 @@ async fn dispatch(command: Command) -> ExitCode {
             let path = format!("/api/routes/{route}/export?limit={limit}");
             match admin_client(&admin).get_text(&path).await {
                 Ok(text) => {
-                    print!("{text}");
+                    out!("{text}");
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -371,7 +371,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             for warning in &loaded.warnings {
                 eprintln!("warning: {warning}");
             }
-            println!(
+            outln!(
                 "{}: valid ({} upstreams, {} routes)",
                 path.display(),
                 loaded.config.upstreams.len(),
@@ -397,7 +397,7 @@ async fn client_call(
 ) -> ExitCode {
     match call.await {
         Ok(text) => {
-            println!("{text}");
+            outln!("{text}");
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -550,9 +550,9 @@ async fn replay(
             Ok(diffs) if diffs.is_empty() => {}
             Ok(diffs) => {
                 differing += 1;
-                println!("{} ({} {})", result.endpoint, result.method, result.path);
+                outln!("{} ({} {})", result.endpoint, result.method, result.path);
                 for d in diffs {
-                    println!(
+                    outln!(
                         "  {:<8} {:<40} {:<22} legacy: {}  candidate: {}",
                         d.kind.as_str(),
                         d.path,
@@ -567,14 +567,16 @@ async fn replay(
             }
             Err(reason) => {
                 failed += 1;
-                println!(
+                outln!(
                     "{} ({} {}): not compared: {reason}",
-                    result.endpoint, result.method, result.path
+                    result.endpoint,
+                    result.method,
+                    result.path
                 );
             }
         }
     }
-    println!(
+    outln!(
         "{} exchanges replayed: {} identical, {} differing, {} not compared",
         results.len(),
         results.len() - differing - failed,
@@ -610,8 +612,8 @@ async fn roi(args: &RoiArgs) -> ExitCode {
         }
     };
     let money = |v: f64| format!("{v:>14.2}");
-    println!("Benefit over {} months", args.months);
-    println!(
+    outln!("Benefit over {} months", args.months);
+    outln!(
         "  infrastructure  {} = {} gain × {} instances × {} per month × {} months",
         money(result.infrastructure_savings),
         args.performance_gain,
@@ -619,31 +621,31 @@ async fn roi(args: &RoiArgs) -> ExitCode {
         args.instance_cost,
         args.months
     );
-    println!(
+    outln!(
         "  incidents       {} = {} avoided × {} each",
         money(result.incident_savings),
         args.incidents_avoided,
         args.incident_cost
     );
-    println!("  productivity    {}", money(result.productivity_gain));
-    println!("  total           {}", money(result.benefit));
-    println!("Cost");
-    println!(
+    outln!("  productivity    {}", money(result.productivity_gain));
+    outln!("  total           {}", money(result.benefit));
+    outln!("Cost");
+    outln!(
         "  engineering     {} = {} engineer-months × {} each",
         money(result.engineering_cost),
         args.engineer_months,
         args.engineer_month_cost
     );
-    println!("  velocity loss   {}", money(result.velocity_loss));
-    println!("  total           {}", money(result.cost));
-    println!("Net               {}", money(result.net));
+    outln!("  velocity loss   {}", money(result.velocity_loss));
+    outln!("  total           {}", money(result.cost));
+    outln!("Net               {}", money(result.net));
     match result.break_even_month {
-        Some(month) => println!("Break-even        month {month}"),
-        None => println!("Break-even        not within {} months", args.months),
+        Some(month) => outln!("Break-even        month {month}"),
+        None => outln!("Break-even        not within {} months", args.months),
     }
     // Evidence for choosing the inputs: measured, never turned into money.
-    println!();
-    println!("What the proxy measured (evidence for the inputs, not part of the sum):");
+    outln!();
+    outln!("What the proxy measured (evidence for the inputs, not part of the sum):");
     match admin_client(&args.admin).get("/api/routes").await {
         Ok(routes) => {
             let (mut legacy, mut candidate) = (0u64, 0u64);
@@ -651,7 +653,7 @@ async fn roi(args: &RoiArgs) -> ExitCode {
                 let (l, c) = (&r["legacy"], &r["candidate"]);
                 legacy += l["requests"].as_u64().unwrap_or(0);
                 candidate += c["requests"].as_u64().unwrap_or(0);
-                println!(
+                outln!(
                     "  {:<16} legacy p50/p99 {}/{} ms, errors {}; candidate p50/p99 {}/{} ms, errors {}",
                     r["name"].as_str().unwrap_or("?"),
                     l["p50_ms"],
@@ -664,13 +666,13 @@ async fn roi(args: &RoiArgs) -> ExitCode {
             }
             let total = legacy + candidate;
             if total > 0 {
-                println!(
+                outln!(
                     "  traffic already on the rewrite: {:.1}% of {total} live requests in the current windows",
                     candidate as f64 * 100.0 / total as f64
                 );
             }
         }
-        Err(error) => println!("  (no measurements: {error})"),
+        Err(error) => outln!("  (no measurements: {error})"),
     }
     ExitCode::SUCCESS
 }

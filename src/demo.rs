@@ -263,14 +263,14 @@ const PHASES: u32 = 6;
 
 impl Tour {
     fn say(&self, text: &str) {
-        println!("[{:>5.1}s] {text}", self.started.elapsed().as_secs_f64());
+        outln!("[{:>5.1}s] {text}", self.started.elapsed().as_secs_f64());
     }
 
     /// One line per phase, with a progress strip.
     fn phase(&self, number: u32, text: &str) {
         let done = "■".repeat(number as usize);
         let todo = "□".repeat((PHASES - number) as usize);
-        println!();
+        outln!();
         self.say(&format!("{done}{todo} {number}/{PHASES} {text}"));
     }
 
@@ -355,12 +355,13 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
         admin: AdminClient::new(&format!("http://{}", app.admin_addr), None),
         started: tokio::time::Instant::now(),
     };
-    println!("strangler demo: legacy orders service on {legacy}, its rewrite on {candidate}");
-    println!(
+    outln!("strangler demo: legacy orders service on {legacy}, its rewrite on {candidate}");
+    outln!(
         "proxy on http://{}, dashboard on http://{}/",
-        app.proxy_addr, app.admin_addr
+        app.proxy_addr,
+        app.admin_addr
     );
-    println!("configuration and store in {}\n", dir.display());
+    outln!("configuration and store in {}\n", dir.display());
     drive_traffic(app.proxy_addr, shutdown.clone());
 
     tour.phase(
@@ -458,18 +459,18 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     tour.say("  100% of users are on the rewrite; the rollout is complete.");
 
     let report = tour.admin.get("/api/report").await?;
-    println!();
+    outln!();
     match serde_json::from_value::<crate::report::Report>(report) {
-        Ok(report) => println!("{}", crate::report::markdown(&report)),
-        Err(error) => println!("(the report could not be read: {error})"),
+        Ok(report) => outln!("{}", crate::report::markdown(&report)),
+        Err(error) => outln!("(the report could not be read: {error})"),
     }
-    println!(
+    outln!(
         "Legacy can be decommissioned once a whole report window (store.retention) passes with \
          nothing under \"What legacy still serves\": here it served the earlier stages minutes ago."
     );
-    println!("Dashboard: http://{}/", app.admin_addr);
+    outln!("Dashboard: http://{}/", app.admin_addr);
     if keep {
-        println!("Everything keeps running (--keep); press Ctrl-C to stop.");
+        outln!("Everything keeps running (--keep); press Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
     }
     shutdown.cancel();

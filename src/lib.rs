@@ -1,6 +1,9 @@
 //! strangler: a reverse proxy for moving an HTTP service to a rewrite,
 //! endpoint by endpoint (measure → shadow → canary → decommission).
 
+#[macro_use]
+mod stdout;
+
 pub mod admin;
 pub mod app;
 pub mod cli;

@@ -226,3 +226,19 @@ fn roi_prints_both_sides_and_refuses_bad_inputs() {
     let zero = run(&["--months", "0"]);
     assert_eq!(zero.status.code(), Some(2));
 }
+
+#[test]
+fn a_reader_that_closed_the_pipe_ends_the_command_quietly() {
+    // `strangler roi … | head -0`: the reader is gone before the first line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["roi", "--admin", "http://127.0.0.1:1"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
