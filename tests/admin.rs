@@ -208,3 +208,46 @@ async fn manual_control_moves_the_route_and_records_events() {
         .is_some_and(|h| !h.is_empty()));
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn every_error_is_json_even_a_bad_query_or_a_wrong_method() {
+    let legacy = Backend::named("legacy").await;
+    let candidate = Backend::named("candidate").await;
+    let toml = format!("{}{ROUTE}", upstreams(legacy.addr, candidate.addr));
+    let proxy = Proxy::start(&toml).await;
+    let http = client();
+    let bad_query = http
+        .get(proxy.admin_url("/api/events?limit=-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_query.status(), 400);
+    let body: serde_json::Value = bad_query.json().await.unwrap();
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("limit")),
+        "{body}"
+    );
+    let wrong_method = http
+        .get(proxy.admin_url("/api/routes/orders/promote"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(
+        wrong_method
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap()),
+        Some("POST")
+    );
+    let body: serde_json::Value = wrong_method.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    let unknown = http
+        .get(proxy.admin_url("/api/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+    proxy.stop().await;
+}

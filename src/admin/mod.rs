@@ -52,6 +52,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/instances", get(routes::instances_list))
         .route("/api/reload", post(routes::reload))
         .fallback(routes::not_found)
+        .layer(axum::middleware::map_response(error::as_json))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
