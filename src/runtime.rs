@@ -91,6 +91,8 @@ pub struct RouteRuntime {
     /// Request metrics of the legacy and the candidate side.
     pub legacy_metrics: RequestMetrics,
     pub candidate_metrics: RequestMetrics,
+    /// `strangler_sticky_missing_total` of this route, resolved once.
+    pub sticky_missing: prometheus_client::metrics::counter::Counter,
 }
 
 /// Where unmatched requests go.
@@ -1135,6 +1137,12 @@ fn build_snapshot(
             config: route.clone(),
             legacy_metrics: RequestMetrics::new(metrics, &name, &legacy.name),
             candidate_metrics: RequestMetrics::new(metrics, &name, &candidate.name),
+            sticky_missing: metrics
+                .sticky_missing
+                .get_or_create(&crate::metrics::RouteLabels {
+                    route: name.clone(),
+                })
+                .clone(),
             name,
             control,
             legacy,

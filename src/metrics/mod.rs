@@ -106,6 +106,10 @@ pub struct Metrics {
     pub route_weight: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub route_stage: Family<RouteStageLabels, Gauge>,
     pub transitions: Family<TransitionLabels, Counter>,
+    /// Canary requests without the route's sticky key (SPEC: "counted").
+    pub sticky_missing: Family<RouteLabels, Counter>,
+    /// Requests the QA override sent to a side (SPEC: "counted apart").
+    pub overrides: Family<RouteUpstreamLabels, Counter>,
     /// Kept exchanges dropped because the store writer was behind.
     pub store_dropped: Counter,
 }
@@ -131,6 +135,8 @@ impl Metrics {
         let route_weight = Family::default();
         let route_stage = Family::default();
         let transitions = Family::default();
+        let sticky_missing = Family::default();
+        let overrides = Family::default();
         let store_dropped = Counter::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register("strangler_requests", "Client requests", requests.clone());
@@ -180,6 +186,16 @@ impl Metrics {
             transitions.clone(),
         );
         registry.register(
+            "strangler_sticky_missing",
+            "Canary requests without the route's sticky key (sent as sticky_missing says)",
+            sticky_missing.clone(),
+        );
+        registry.register(
+            "strangler_override_requests",
+            "Requests served by the side x-strangler-side chose (QA override), left out of the gates",
+            overrides.clone(),
+        );
+        registry.register(
             "strangler_store_dropped",
             "Shadow exchanges not stored because the store writer was behind",
             store_dropped.clone(),
@@ -197,6 +213,8 @@ impl Metrics {
             route_weight,
             route_stage,
             transitions,
+            sticky_missing,
+            overrides,
         }
     }
 

@@ -222,6 +222,9 @@ pub async fn handle(
     };
     let code = response.status().as_u16();
     let served_side = served_side(&target, &served_by);
+    if overridden {
+        record_override(&runtime, target.route, &served_by.name);
+    }
     match served_side {
         Side::Legacy => target.legacy_metrics,
         Side::Candidate => target.candidate_metrics,
@@ -416,12 +419,17 @@ fn canary_side(
     let mut scratch = [0u8; 39];
     let bucket = match split::sticky_key(&config.sticky, &parts.headers, client_ip, &mut scratch) {
         Some(key) => split::bucket(&config.sticky_salt, key),
-        None => match config.sticky_missing {
-            StickyMissing::Legacy if config.sticky != crate::config::StickyKey::None => {
-                return Side::Legacy
+        None if config.sticky == crate::config::StickyKey::None => {
+            // Per request by configuration: no key is missing.
+            rand::random_range(0..split::BUCKETS)
+        }
+        None => {
+            route.sticky_missing.inc();
+            match config.sticky_missing {
+                StickyMissing::Legacy => return Side::Legacy,
+                StickyMissing::Random => rand::random_range(0..split::BUCKETS),
             }
-            _ => rand::random_range(0..split::BUCKETS),
-        },
+        }
     };
     if split::bucket_is_candidate(bucket, weight) {
         Side::Candidate
@@ -621,6 +629,17 @@ fn record_upstream_error(
             route: route.clone(),
             upstream: upstream.clone(),
             kind: failure.kind(),
+        })
+        .inc();
+}
+
+fn record_override(runtime: &Runtime, route: &Name, upstream: &Name) {
+    runtime
+        .metrics
+        .overrides
+        .get_or_create(&crate::metrics::RouteUpstreamLabels {
+            route: route.clone(),
+            upstream: upstream.clone(),
         })
         .inc();
 }
