@@ -143,10 +143,7 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 
 pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::PROMETHEUS_TEXT)],
         state.runtime.metrics.encode(),
     )
         .into_response()

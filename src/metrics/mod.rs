@@ -218,15 +218,53 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition (format 0.0.4) of every metric.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let mut open = String::new();
+        if prometheus_client::encoding::text::encode(&mut open, &self.registry).is_err() {
             // Encoding into a String cannot fail; keep the scrape answerable anyway.
-            let _ = writeln!(out, "# metrics encoding failed");
+            let _ = writeln!(open, "# metrics encoding failed");
         }
-        out
+        prometheus_text(&open)
     }
+}
+
+/// The content type of [`Metrics::encode`]'s text.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// prometheus-client writes OpenMetrics text; SPEC asks for the Prometheus
+/// text format. For what strangler exposes they differ in three ways: a
+/// counter's `# HELP` and `# TYPE` lines name the family without `_total`
+/// (its samples have it), OpenMetrics may add `# UNIT` lines, and it ends
+/// with `# EOF`. Samples are the same in both.
+fn prometheus_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len() + 8 * counters.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match comment {
+            Some((prefix, rest)) => {
+                let name = rest.split(' ').next().unwrap_or_default();
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push_str(&rest[name.len()..]);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The request metrics of one route and upstream, resolved when a snapshot
@@ -284,5 +322,46 @@ impl RequestMetrics {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push((code, counter));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_is_prometheus_text_not_openmetrics() {
+        let metrics = Metrics::new();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: Name::from("orders"),
+                upstream: Name::from("legacy"),
+                code: 200,
+            })
+            .inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE strangler_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP strangler_requests_total Client requests"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"strangler_requests_total{route="orders",upstream="legacy",code="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE strangler_request_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 }
