@@ -173,11 +173,13 @@ pub fn parse(path: &Path, text: &str, env: &dyn EnvSource) -> Result<Loaded, Con
         return Err(ConfigErrors(finish(problems)));
     }
 
-    let deserializer = toml_edit::de::Deserializer::from(doc);
-    let raw: file::FileConfig = serde_path_to_error::deserialize(deserializer)
-        .map_err(|e| ConfigErrors(finish(vec![serde_problem(&e)])))?;
+    let (raw, serde_problems) = deserialize_all(doc);
+    let Some(raw) = raw else {
+        return Err(ConfigErrors(finish(serde_problems)));
+    };
 
-    let (config, errors, warnings) = validate::validate(&raw, path, config_hash);
+    let (config, mut errors, warnings) = validate::validate(&raw, path, config_hash);
+    errors.extend(serde_problems);
     if !errors.is_empty() {
         return Err(ConfigErrors(finish(errors)));
     }
@@ -185,6 +187,70 @@ pub fn parse(path: &Path, text: &str, env: &dyn EnvSource) -> Result<Loaded, Con
         config,
         warnings: finish(warnings),
     })
+}
+
+/// Most serde problems gathered from one file (each costs a parse).
+const MAX_SERDE_PROBLEMS: usize = 50;
+
+/// Deserializes the file and gathers every problem serde finds, not only
+/// the first (SPEC: `check` reports every error): after each one the key it
+/// names is taken out and the rest parsed again. The configuration comes
+/// back only when the rest parses and every key taken out was an unknown
+/// one, so that it says what the file says and its validation errors are
+/// real too; a key taken out for a wrong value would be missing or
+/// defaulted, and errors about that would be noise.
+fn deserialize_all(
+    mut doc: toml_edit::DocumentMut,
+) -> (Option<file::FileConfig>, Vec<validate::Problem>) {
+    let mut problems: Vec<validate::Problem> = Vec::new();
+    loop {
+        let deserializer = toml_edit::de::Deserializer::from(doc.clone());
+        let error = match serde_path_to_error::deserialize::<_, file::FileConfig>(deserializer) {
+            Ok(raw) => {
+                let only_unknown = problems.iter().all(|p| p.target == Target::Key);
+                return (only_unknown.then_some(raw), problems);
+            }
+            Err(error) => error,
+        };
+        let problem = serde_problem(&error);
+        // A required key taken out for its wrong value is missing now: not news.
+        let follows_a_removal = problem
+            .message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .is_some_and(|name| problems.iter().any(|p| p.path == problem.path.key(name)));
+        if follows_a_removal {
+            return (None, problems);
+        }
+        let removed =
+            problems.len() + 1 < MAX_SERDE_PROBLEMS && remove_key(doc.as_item_mut(), &problem.path);
+        problems.push(problem);
+        if !removed {
+            return (None, problems);
+        }
+    }
+}
+
+/// Takes the key at `path` out of the document; false when the path does
+/// not end in a key (an array element: taking it out would renumber the
+/// elements after it, whose problems would then point at the wrong one).
+fn remove_key(root: &mut toml_edit::Item, path: &KeyPath) -> bool {
+    let Some((Seg::Key(last), parents)) = path.0.split_last() else {
+        return false;
+    };
+    let mut item = root;
+    for seg in parents {
+        let next = match seg {
+            Seg::Key(key) => item.get_mut(key.as_str()),
+            Seg::Index(index) => item.get_mut(*index),
+        };
+        match next {
+            Some(next) => item = next,
+            None => return false,
+        }
+    }
+    item.as_table_like_mut()
+        .is_some_and(|table| table.remove(last).is_some())
 }
 
 /// Turns a serde error into a problem at its key path; an unknown key

@@ -17,6 +17,35 @@ fn syntax_error_has_line_and_column() {
 }
 
 #[test]
+fn every_error_of_a_file_is_reported_not_only_the_first() {
+    // Two unknown keys, a wrong type and a validation error, in one file.
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:1\"\nshutdwn_grace = \"5s\"\n{}",
+        minimal_with_route("weight = 150\nstikcy = \"ip\"")
+    );
+    let errs = errors(&text);
+    expect_error(&errs, "server.shutdwn_grace", 3);
+    expect_error(&errs, "routes[0].stikcy", line_of(&text, "stikcy"));
+    expect_error(&errs, "routes[0].weight", line_of(&text, "weight"));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+
+    // A wrong type is reported with the unknown keys; the validation of
+    // what remains is not (the key with the wrong value is gone from it).
+    let text = minimal_with_route("weight = \"half\"\nstikcy = \"ip\"\nstgae = \"shadow\"");
+    let errs = errors(&text);
+    expect_error(&errs, "routes[0].weight", line_of(&text, "weight"));
+    expect_error(&errs, "routes[0].stikcy", line_of(&text, "stikcy"));
+    expect_error(&errs, "routes[0].stgae", line_of(&text, "stgae"));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+
+    // A required key with a wrong value: no "missing field" after it.
+    let text = MINIMAL.replace("legacy = \"legacy\"", "legacy = 5");
+    let errs = errors(&text);
+    expect_error(&errs, "routes[0].legacy", line_of(&text, "legacy = 5"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+}
+
+#[test]
 fn unknown_key_points_at_the_key_with_a_suggestion() {
     let text = minimal_with_route("stikcy = \"ip\"");
     let errs = errors(&text);
