@@ -122,15 +122,17 @@ fn pct(v: f64) -> String {
     format!("{:.3}%", v * 100.0)
 }
 
-/// Evaluates every gate that applies to the route's stage.
+/// Evaluates every gate that applies to the route's stage. Success
+/// criteria and health apply in every stage, `legacy` included (SPEC), so a
+/// team sees them hold before the first mirror; the comparative gates start
+/// in `shadow`.
 pub fn evaluate(inputs: &Inputs<'_>) -> Vec<Gate> {
     let stage = inputs.stage;
     let config = inputs.config;
     let mut gates = Vec::new();
-    if stage == Stage::Legacy {
-        return gates;
+    if stage != Stage::Legacy {
+        gates.push(match_rate(inputs));
     }
-    gates.push(match_rate(inputs));
     if matches!(stage, Stage::Canary | Stage::Candidate) {
         gates.push(error_rate(inputs));
         let comparative = stage == Stage::Canary;
@@ -628,5 +630,36 @@ mod tests {
             failing(&gates).map(|g| g.name.as_str()),
             Some("criterion:memory")
         );
+    }
+
+    #[test]
+    fn in_legacy_only_criteria_and_health_are_shown_and_nothing_fails() {
+        let empty = WindowStats::default();
+        let criteria = [CriterionInput {
+            name: "memory".into(),
+            max: Some(500e6),
+            min: None,
+            value: Some(600e6),
+            detail: "600000000".into(),
+        }];
+        let config = RolloutConfig {
+            max_p99: Some(Duration::from_millis(10)),
+            ..config()
+        };
+        let gates = evaluate(&Inputs {
+            stage: Stage::Legacy,
+            config: &config,
+            promotion: &empty,
+            endpoints: &[],
+            rollback: &empty,
+            mirror_p99: (0, None),
+            health: Health::Healthy,
+            criteria: &criteria,
+        });
+        let names: Vec<&str> = gates.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["max_p99", "health", "criterion:memory"]);
+        assert_eq!(gate(&gates, "criterion:memory").ok, Some(false));
+        assert_eq!(gate(&gates, "health").ok, Some(true));
+        assert!(failing(&gates).is_none(), "nothing rolls back in legacy");
     }
 }
