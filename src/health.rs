@@ -373,7 +373,7 @@ mod tests {
             protocol: UpstreamProtocol::Auto,
             ca: None,
             health: health.map(str::to_owned),
-            health_interval: Duration::from_millis(50),
+            health_interval: Duration::from_millis(200),
         })
         .expect("test upstream builds")
     }

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::support::backend::Backend;
-use crate::support::ports::{address_in_use, reserve};
+use crate::support::ports::serving;
 use crate::support::{upstreams, Proxy};
 
 fn strangler() -> Command {
@@ -170,7 +170,8 @@ async fn client_commands_drive_the_admin_api() {
     proxy.stop().await;
 }
 
-/// Starts the binary on fixed free ports and waits until it is ready.
+/// Starts the binary on ports of its choosing (port 0, read back from its
+/// JSON log) and waits until it is ready.
 async fn spawn_binary(
     dir: &tempfile::TempDir,
     routes: &str,
@@ -181,14 +182,16 @@ async fn spawn_binary(
 ) {
     spawn_with(dir, routes, |config| {
         let mut command = strangler();
-        command.args(["run", "-c"]).arg(config);
+        command
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(config);
         command
     })
     .await
 }
 
 /// As [`spawn_binary`], with the command line `command` builds from the
-/// configuration file's path.
+/// configuration file's path (it must log in JSON).
 async fn spawn_with(
     dir: &tempfile::TempDir,
     routes: &str,
@@ -199,35 +202,32 @@ async fn spawn_with(
     std::net::SocketAddr,
 ) {
     let stderr_path = dir.path().join("stderr.log");
-    'fresh_ports: for _ in 0..3 {
-        let (proxy, admin) = (reserve(), reserve());
-        let text = format!(
-            "[server]\nlisten = \"{proxy}\"\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"{admin}\"\n[store]\nurl = \"sqlite://{}\"\n{routes}",
-            dir.path().join("s.db").display()
-        );
-        let path = write(dir, &text);
-        let mut child = command(&path)
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap();
-        for _ in 0..200 {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}\"\n{routes}",
+        dir.path().join("s.db").display()
+    );
+    let path = write(dir, &text);
+    let mut child = command(&path)
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if let Some((proxy, admin)) = serving(&stderr) {
             if reqwest::get(format!("http://{admin}/readyz"))
                 .await
                 .is_ok_and(|r| r.status() == 200)
             {
                 return (child, proxy, admin);
             }
-            let exited = matches!(child.try_wait(), Ok(Some(_)));
-            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            if exited && address_in_use(&stderr) {
-                continue 'fresh_ports;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        break;
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     panic!("strangler did not become ready:\n{stderr}");
 }
@@ -292,7 +292,15 @@ async fn sighup_reloads_and_sigterm_drains_then_exits_0() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // In flight means the upstream has it (it answers 700 ms later), not
+    // "200 ms have passed".
+    for _ in 0..1000 {
+        if slow.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(slow.count(), 1, "the request reached the upstream");
     signal(&child, "TERM");
     assert_eq!(in_flight.await.unwrap(), "slow");
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
@@ -333,7 +341,7 @@ async fn run_raises_the_open_files_soft_limit_to_the_hard_limit() {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg("ulimit -S -n 512 && exec \"$0\" run -c \"$1\"")
+            .arg("ulimit -S -n 512 && exec \"$0\" --log-format json run -c \"$1\"")
             .arg(env!("CARGO_BIN_EXE_strangler"))
             .arg(config);
         command

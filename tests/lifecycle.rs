@@ -92,6 +92,9 @@ async fn a_100_mb_body_streams_both_ways_without_memory_growth() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_requests_all_succeed() {
+    // About 600 descriptors at the peak: raise the soft limit as `run` does,
+    // in case the test runner left it at 1024 for all the tests at once.
+    let _ = strangler::limits::raise_open_files();
     let legacy = Backend::start(|_req| async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         Response::new(full("legacy"))
@@ -246,7 +249,14 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_new_ones() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // In flight means the upstream has it (it answers 500 ms later).
+    for _ in 0..1000 {
+        if legacy.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(legacy.count(), 1, "the request reached the upstream");
     let app = proxy.app.take().unwrap();
     let stopping = tokio::spawn(app.stop());
     assert_eq!(in_flight.await.unwrap(), "finished");

@@ -143,6 +143,12 @@ path_prefix = "/new"
 legacy = "legacy"
 candidate = "candidate"
 stage = "candidate"
+
+# The two sides answer differently on purpose: the GET's copy mirrored to
+# legacy is a mismatch, and 0 of 1 matched is already a rollback (one
+# evaluation, every 500 ms): the route must stay where the test put it.
+[routes.rollout]
+failure_limit = 1000000
 "#
     );
     let proxy = Proxy::start(&toml).await;

@@ -77,11 +77,13 @@ stage = "{stage}"
     )
 }
 
-/// Polls the route until `done` holds (a hang guard, not a timing assertion).
+/// Polls the route until `done` holds (a hang guard, not a timing assertion:
+/// mirrors run on a thread of nice 10, which a busy machine starves; 60 s,
+/// the longest mirror timeout these tests set).
 async fn route_until(proxy: &Proxy, route: &str, done: impl Fn(&Value) -> bool) -> Value {
     let http = client();
     let url = proxy.admin_url(&format!("/api/routes/{route}"));
-    for _ in 0..200 {
+    for _ in 0..1200 {
         let value: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
         if done(&value) {
             return value;
@@ -97,7 +99,7 @@ async fn route_until(proxy: &Proxy, route: &str, done: impl Fn(&Value) -> bool) 
 async fn stored_diffs(proxy: &Proxy, n: usize) -> Value {
     let url = proxy.admin_url(&format!("/api/routes/items/diffs?limit={}", n.max(20)));
     let mut diffs = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..600 {
         diffs = client()
             .get(&url)
             .send()
@@ -117,7 +119,7 @@ async fn stored_diffs(proxy: &Proxy, n: usize) -> Value {
 /// The export of `items`, polled until it has at least `lines` lines.
 async fn export_lines(proxy: &Proxy, lines: usize) -> String {
     let mut export = String::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         export = client()
             .get(proxy.admin_url("/api/routes/items/export"))
             .send()

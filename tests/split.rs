@@ -17,9 +17,15 @@ stage = "canary"
 {extra}
 
 # The two test upstreams answer differently on purpose: no shadowing, so
-# the rollback gates have no evidence and the split stays where it is put.
+# the match-rate gate has no evidence. The p99_ratio gate does (both sides
+# serve live traffic) and would roll the route back on one scheduling
+# hiccup (default ×1.5 or +5 ms, failure_limit 1): no automatic rollback,
+# so the split stays where it is put.
 [routes.shadow]
 sample = 0.0
+
+[routes.rollout]
+failure_limit = 1000000
 "#
     )
 }

@@ -161,13 +161,14 @@ impl MirrorJob {
         let mirrored = match mirrored {
             Ok((captured, _reservation)) => captured,
             Err(failure) => {
-                // A candidate that never answers must never look good.
-                window.record_failure(&self.endpoint);
+                // The metric first: whoever sees the window's count sees it too.
                 match failure {
                     MirrorFailure::Timeout => count_drop(metrics, route, DropReason::Timeout),
                     MirrorFailure::Memory => count_drop(metrics, route, DropReason::Memory),
                     MirrorFailure::Transport => count_result(&self.runtime, route, "error"),
                 }
+                // A candidate that never answers must never look good.
+                window.record_failure(&self.endpoint);
                 return;
             }
         };
@@ -200,8 +201,9 @@ impl MirrorJob {
             Verdict::Noise => "noise",
             Verdict::Mismatch(_) => "mismatch",
         };
-        window.record_comparison(&self.endpoint, result);
+        // The metric first: whoever sees the window's count sees it too.
         count_result(&self.runtime, route, result);
+        window.record_comparison(&self.endpoint, result);
         let kept = match verdict {
             Verdict::Mismatch(real) => Some((SampleKind::Mismatch, real)),
             // A small reservoir of matching exchanges, for export and replay.

@@ -132,14 +132,14 @@ impl Backend {
     }
 }
 
-/// An address where nothing listens (bound then released).
+/// An address where nothing listens. The port stays bound (never
+/// listening) until the test process ends, so no other test's listener can
+/// be given it meanwhile.
 pub async fn closed_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind an ephemeral port");
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
-    drop(listener);
+    static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let (addr, socket) = super::ports::refusing();
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(socket);
     addr
 }

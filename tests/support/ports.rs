@@ -1,35 +1,44 @@
-//! Loopback addresses for strangler processes the tests start as binaries,
-//! which must be told their ports in advance.
+//! Loopback addresses for strangler processes the tests start as binaries.
 //!
-//! A port is found by binding port 0 and letting the listener go, so the
-//! kernel may hand the same port out again before the child has bound it.
-//! Within this test process no port is handed out twice; a child that
-//! still finds its port taken (by some other socket) is restarted on fresh
-//! ports by its caller (see `address_in_use`).
+//! A child is never told a port found in advance (binding port 0 and
+//! letting it go hands the port back to the kernel, which may give it to
+//! any other socket, in this process or not, before the child binds it):
+//! it listens on port 0 and logs the addresses it got, and the test reads
+//! them from its `--log-format json` stderr.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-/// A free loopback address that no other caller in this process got.
-pub fn reserve() -> SocketAddr {
-    let mut handed_out = HANDED_OUT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    loop {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("the loopback interface accepts a bind to port 0");
-        if handed_out.insert(addr.port()) {
-            return addr;
+/// The proxy and admin addresses of a `strangler --log-format json run`,
+/// from its "strangler is serving" line, once it has logged it (it logs it
+/// when it is ready).
+pub fn serving(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    log.lines().find_map(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = &entry["fields"];
+        if fields["message"] != "strangler is serving" {
+            return None;
         }
-    }
+        Some((
+            fields["proxy"].as_str()?.parse().ok()?,
+            fields["admin"].as_str()?.parse().ok()?,
+        ))
+    })
 }
 
-/// Whether a strangler's stderr says it lost a reserved port to another
-/// socket (the only start failure worth a retry).
-pub fn address_in_use(stderr: &str) -> bool {
-    stderr.contains("Address already in use")
+/// A loopback address that refuses connections for as long as the returned
+/// socket lives: the socket holds the port (no other socket can take it)
+/// but never listens.
+pub fn refusing() -> (SocketAddr, socket2::Socket) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a loopback address");
+    socket
+        .bind(&any_port.into())
+        .expect("the loopback interface accepts a bind to port 0");
+    let addr = socket
+        .local_addr()
+        .expect("a bound socket has an address")
+        .as_socket()
+        .expect("an IP address");
+    (addr, socket)
 }
