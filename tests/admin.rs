@@ -171,14 +171,7 @@ async fn manual_control_moves_the_route_and_records_events() {
         "RFC 3339 UTC with milliseconds: {at}"
     );
 
-    let metrics = http
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(r#"strangler_route_stage{route="orders",stage="shadow"} 1"#),
         "{metrics}"

@@ -62,14 +62,7 @@ async fn unreachable_upstream_is_502_and_idempotent_requests_retry_on_legacy() {
         route["candidate"]["errors"], 3,
         "retries count as candidate errors"
     );
-    let metrics = http
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(r#"strangler_upstream_errors_total{route="orders",upstream="candidate",kind="connect"} 3"#),
         "{metrics}"
@@ -142,14 +135,7 @@ async fn fallback_statuses_serve_legacy_for_unimplemented_endpoints() {
         .await
         .unwrap();
     assert_eq!(post.status(), 404);
-    let metrics = http
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(r#"strangler_fallbacks_total{route="orders",code="404"} 1"#),
         "{metrics}"

@@ -96,14 +96,7 @@ candidate = "posts"
         let body = response.text().await.unwrap();
         assert_eq!(body, *expected, "{method} {path} tenant={tenant:?}");
     }
-    let metrics = http
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(
             r#"strangler_requests_total{route="_default",upstream="default",code="200"} 4"#

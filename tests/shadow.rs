@@ -136,17 +136,6 @@ async fn export_lines(proxy: &Proxy, lines: usize) -> String {
     export
 }
 
-async fn metrics(proxy: &Proxy) -> String {
-    client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn shadow_answers_from_legacy_and_keeps_the_differences() {
     let legacy = json_backend(10, false).await;
@@ -172,7 +161,8 @@ async fn shadow_answers_from_legacy_and_keeps_the_differences() {
         .seen()
         .iter()
         .all(|s| s.headers["x-strangler-shadow"] == "1"));
-    assert!(metrics(&proxy)
+    assert!(proxy
+        .metrics()
         .await
         .contains(r#"strangler_shadow_comparisons_total{route="items",result="mismatch"} 5"#));
 
@@ -226,7 +216,8 @@ async fn writes_are_not_mirrored_without_allow_writes() {
     http.get(proxy.url("/items/1")).send().await.unwrap();
     route_until(&proxy, "items", |r| r["shadow"]["compared"] == 1).await;
     assert_eq!(candidate.count(), 1, "only the GET reached the candidate");
-    assert!(metrics(&proxy)
+    assert!(proxy
+        .metrics()
         .await
         .contains(r#"strangler_shadow_dropped_total{route="items",reason="unsafe_method"} 1"#));
     proxy.stop().await;
@@ -274,7 +265,7 @@ async fn a_candidate_that_never_answers_is_never_felt_and_never_looks_good() {
     let route = route_until(&proxy, "items", |r| r["shadow"]["dropped"] == 3).await;
     assert_eq!(route["shadow"]["compared"], 0);
     assert_eq!(route["shadow"]["match_rate"], 0.0);
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert!(
         text.contains(r#"strangler_shadow_dropped_total{route="items",reason="timeout"} 3"#),
         "{text}"
@@ -289,7 +280,8 @@ async fn an_unreachable_candidate_counts_as_a_comparison_error() {
     let proxy = Proxy::start(&config(legacy.addr, dead, "shadow", "")).await;
     client().get(proxy.url("/items/1")).send().await.unwrap();
     route_until(&proxy, "items", |r| r["shadow"]["match_rate"] == 0.0).await;
-    assert!(metrics(&proxy)
+    assert!(proxy
+        .metrics()
         .await
         .contains(r#"strangler_shadow_comparisons_total{route="items",result="error"} 1"#));
     proxy.stop().await;
@@ -317,7 +309,7 @@ async fn max_in_flight_drops_instead_of_queueing() {
             200
         );
     }
-    let text = metrics(&proxy).await;
+    let text = proxy.metrics().await;
     assert!(
         text.contains(r#"strangler_shadow_dropped_total{route="items",reason="overload"} 3"#),
         "{text}"
@@ -773,13 +765,13 @@ async fn shadow_memory_bounds_buffered_bodies_whatever_the_candidate_does() {
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0)
     };
-    let mut text = metrics(&proxy).await;
+    let mut text = proxy.metrics().await;
     for _ in 0..200 {
         if memory_drops(&text) >= 7 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        text = metrics(&proxy).await;
+        text = proxy.metrics().await;
     }
     assert!(memory_drops(&text) >= 7, "{text}");
     proxy.stop().await;

@@ -214,7 +214,7 @@ sticky = "ip"
     }
     // The 50 requests without the cookie were counted; those with a key
     // (and the route keyed by IP) were not.
-    let metrics = metrics_text(&proxy).await;
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(r#"strangler_sticky_missing_total{route="orders"} 50"#),
         "{metrics}"
@@ -224,17 +224,6 @@ sticky = "ip"
         "{metrics}"
     );
     proxy.stop().await;
-}
-
-async fn metrics_text(proxy: &Proxy) -> String {
-    client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -307,7 +296,7 @@ async fn qa_override_needs_the_token_and_is_never_forwarded() {
     assert_eq!(route["candidate"]["requests"], 0);
     assert_eq!(route["legacy"]["requests"], 1);
     // ... and counted apart, by the side that served them.
-    let metrics = metrics_text(&proxy).await;
+    let metrics = proxy.metrics().await;
     for (upstream, count) in [("candidate", 1), ("legacy", 1)] {
         let line = format!(
             r#"strangler_override_requests_total{{route="orders",upstream="{upstream}"}} {count}"#

@@ -602,16 +602,21 @@ mod tests {
         assert!(g.failing, "{:?}", g.interval);
     }
 
-    #[test]
-    fn criteria_and_health_block_when_not_judged_and_fail_in_canary() {
-        let empty = WindowStats::default();
-        let criteria = [CriterionInput {
+    /// A criterion "memory under 500 MB" reading 600 MB.
+    fn memory_over_its_limit() -> CriterionInput {
+        CriterionInput {
             name: "memory".into(),
             max: Some(500e6),
             min: None,
             value: Some(600e6),
             detail: "600000000".into(),
-        }];
+        }
+    }
+
+    #[test]
+    fn criteria_and_health_block_when_not_judged_and_fail_in_canary() {
+        let empty = WindowStats::default();
+        let criteria = [memory_over_its_limit()];
         let gates = evaluate(&Inputs {
             stage: Stage::Canary,
             config: &config(),
@@ -635,13 +640,7 @@ mod tests {
     #[test]
     fn in_legacy_only_criteria_and_health_are_shown_and_nothing_fails() {
         let empty = WindowStats::default();
-        let criteria = [CriterionInput {
-            name: "memory".into(),
-            max: Some(500e6),
-            min: None,
-            value: Some(600e6),
-            detail: "600000000".into(),
-        }];
+        let criteria = [memory_over_its_limit()];
         let config = RolloutConfig {
             max_p99: Some(Duration::from_millis(10)),
             ..config()

@@ -54,6 +54,18 @@ impl Proxy {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("the admin listener answers")
+            .text()
+            .await
+            .expect("a metrics body")
+    }
+
     /// Rewrites the configuration file (keeping the bound addresses).
     pub fn rewrite_config(&self, toml: &str) {
         let store = self.config_path.with_file_name("strangler.db");
