@@ -242,6 +242,73 @@ async fn grpc_trailers_pass_through_h2c() {
 }
 
 #[tokio::test]
+async fn a_grpc_status_in_the_trailers_counts_for_the_error_gate() {
+    // The usual gRPC failure: 200, then `grpc-status: 13` in the trailers.
+    let candidate = Backend::start(|req| async move {
+        let status = if req.uri().path().ends_with("/Fail") {
+            "13"
+        } else {
+            "0"
+        };
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", status.parse().unwrap());
+        let frames = vec![
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+            .map_err(|e| Box::new(e) as _)
+            .boxed();
+        Response::builder()
+            .header("content-type", "application/grpc")
+            .body(body)
+            .unwrap()
+    })
+    .await;
+    let legacy = Backend::named("legacy").await;
+    let toml = format!(
+        "[upstreams.legacy]\nurl = \"http://{}\"\n\n[upstreams.candidate]\nurl = \"http://{}\"\nprotocol = \"h2c\"\n{ROUTE}stage = \"candidate\"\n[routes.rollout]\nauto = false\nfailure_limit = 1000000\n",
+        legacy.addr, candidate.addr
+    );
+    let proxy = Proxy::start(&toml).await;
+    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    for method in ["Fail", "Ok", "Fail", "Ok", "Fail"] {
+        let request = Request::post(proxy.url(&format!("/pkg.Service/{method}")))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap();
+        let response = h2.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let collected = response.into_body().collect().await.unwrap();
+        assert!(
+            collected.trailers().is_some(),
+            "trailers reached the client"
+        );
+    }
+    let route: serde_json::Value = client()
+        .get(proxy.admin_url("/api/routes/all"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(route["stage"], "candidate", "{route:#}");
+    assert_eq!(
+        (
+            &route["candidate"]["requests"],
+            &route["candidate"]["errors"]
+        ),
+        (&serde_json::json!(5), &serde_json::json!(3)),
+        "{route:#}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn websocket_upgrades_pass_through() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::derive_accept_key;

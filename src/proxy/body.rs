@@ -24,12 +24,86 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// What the proxy answers with: a streamed upstream body (copied aside
-    /// when it is being shadowed) or bytes the proxy made.
+    /// when it is being shadowed), bytes the proxy made, or a gRPC answer
+    /// whose status is read from its trailers as it passes.
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
         Streamed { #[pin] body: IdleTimeout<PooledBody> },
         Teed { #[pin] body: ResponseTee<IdleTimeout<PooledBody>> },
         Full { #[pin] body: Full<Bytes> },
+        GrpcStatus { body: Pin<Box<GrpcStatus>> },
+    }
+}
+
+impl ProxyBody {
+    /// This body, telling `verdict` once whether the `grpc-status` of its
+    /// trailers failed (see [`GrpcStatus`]).
+    pub fn with_grpc_verdict(self, verdict: GrpcVerdict) -> ProxyBody {
+        ProxyBody::GrpcStatus {
+            body: Box::pin(GrpcStatus {
+                body: self,
+                verdict: Some(verdict),
+            }),
+        }
+    }
+}
+
+/// Told once whether a gRPC answer failed: `true` for a `grpc-status`
+/// other than 0 in its trailers, an upstream error mid-stream, or an end
+/// without a status (gRPC clients take that as an error too).
+pub type GrpcVerdict = Box<dyn FnOnce(bool) + Send>;
+
+pin_project! {
+    /// A gRPC answer whose status comes in its trailers (the usual case:
+    /// only trailers-only answers carry it in the head). A body dropped
+    /// before its end (the client went away) gives no failure.
+    pub struct GrpcStatus {
+        #[pin]
+        body: ProxyBody,
+        verdict: Option<GrpcVerdict>,
+    }
+
+    impl PinnedDrop for GrpcStatus {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(verdict) = this.project().verdict.take() {
+                verdict(false);
+            }
+        }
+    }
+}
+
+impl Body for GrpcStatus {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = ready!(this.body.poll_frame(cx));
+        let failed = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
+                trailers
+                    .get("grpc-status")
+                    .is_none_or(|s| s.as_bytes() != b"0")
+            }),
+            Some(Err(_)) | None => Some(true),
+        };
+        if let Some(failed) = failed {
+            if let Some(verdict) = this.verdict.take() {
+                verdict(failed);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -52,6 +126,7 @@ impl Body for ProxyBody {
             ProxyBodyProj::Streamed { body } => body.poll_frame(cx),
             ProxyBodyProj::Teed { body } => body.poll_frame(cx),
             ProxyBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            ProxyBodyProj::GrpcStatus { body } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -60,6 +135,7 @@ impl Body for ProxyBody {
             ProxyBody::Streamed { body } => body.is_end_stream(),
             ProxyBody::Teed { body } => body.is_end_stream(),
             ProxyBody::Full { body } => body.is_end_stream(),
+            ProxyBody::GrpcStatus { body } => body.is_end_stream(),
         }
     }
 
@@ -68,6 +144,7 @@ impl Body for ProxyBody {
             ProxyBody::Streamed { body } => body.size_hint(),
             ProxyBody::Teed { body } => body.size_hint(),
             ProxyBody::Full { body } => body.size_hint(),
+            ProxyBody::GrpcStatus { body } => body.size_hint(),
         }
     }
 }

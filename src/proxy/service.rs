@@ -163,7 +163,7 @@ pub async fn handle(
 
     // Phases 5 and 6.
     let elapsed = started.elapsed();
-    let (response, served_by, error) = match outcome {
+    let (mut response, served_by, error) = match outcome {
         Forwarded::Response {
             response,
             served_by,
@@ -238,7 +238,21 @@ pub async fn handle(
             // Upgrades and event streams are long-lived: no latency.
             no_latency: upgrade || event_stream,
         };
-        window.record(target.side, elapsed, outcome);
+        if grpc_status_in_trailers(&response) {
+            // Judged when the trailers pass (SPEC: a non-zero grpc-status is an error).
+            let (window, side) = (window.clone(), target.side);
+            response = response.map(|body| {
+                body.with_grpc_verdict(Box::new(move |failed| {
+                    let outcome = Outcome {
+                        error: outcome.error || failed,
+                        ..outcome
+                    };
+                    window.record(side, elapsed, outcome);
+                }))
+            });
+        } else {
+            window.record(target.side, elapsed, outcome);
+        }
     }
     let bytes = response
         .headers()
@@ -606,6 +620,19 @@ fn grpc_failed(headers: &HeaderMap) -> bool {
     headers
         .get(GRPC_STATUS)
         .is_some_and(|status| status.as_bytes() != b"0")
+}
+
+/// A gRPC answer that will carry its `grpc-status` in trailers: a 200
+/// with a gRPC content type, no status in the head, and a body to come.
+fn grpc_status_in_trailers(response: &Response<ProxyBody>) -> bool {
+    use http_body::Body as _;
+    response.status() == StatusCode::OK
+        && response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        && !response.headers().contains_key(GRPC_STATUS)
+        && !response.body().is_end_stream()
 }
 
 /// Methods a request may be sent again with (RFC 9110 §9.2.2).
