@@ -622,11 +622,13 @@ fn grpc_failed(headers: &HeaderMap) -> bool {
         .is_some_and(|status| status.as_bytes() != b"0")
 }
 
-/// A gRPC answer that will carry its `grpc-status` in trailers: a 200
+/// A gRPC answer that will carry its `grpc-status` in trailers: an HTTP/2
+/// 200 (gRPC needs HTTP/2, and HTTP/1 answers cost no header lookup here)
 /// with a gRPC content type, no status in the head, and a body to come.
 fn grpc_status_in_trailers(response: &Response<ProxyBody>) -> bool {
     use http_body::Body as _;
-    response.status() == StatusCode::OK
+    response.version() == Version::HTTP_2
+        && response.status() == StatusCode::OK
         && response
             .headers()
             .get(http::header::CONTENT_TYPE)
