@@ -191,44 +191,57 @@ async fn https_upstreams_with_a_configured_ca_and_each_protocol() {
     proxy.stop().await;
 }
 
-#[tokio::test]
-async fn grpc_trailers_pass_through_h2c() {
-    let backend = Backend::start(|_req| async {
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", "0".parse().unwrap());
-        trailers.insert("grpc-message", "ok".parse().unwrap());
-        let frames = vec![
-            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(
-                b"\0\0\0\0\x02hi",
-            ))),
-            Ok(http_body::Frame::trailers(trailers)),
-        ];
-        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames))
-            .map_err(|e| Box::new(e) as _)
-            .boxed();
-        Response::builder()
-            .header("content-type", "application/grpc")
-            .body(body)
-            .unwrap()
-    })
-    .await;
-    let candidate = Backend::named("candidate").await;
-    let toml = format!(
-        "[upstreams.legacy]\nurl = \"http://{}\"\nprotocol = \"h2c\"\n\n[upstreams.candidate]\nurl = \"http://{}\"\n{ROUTE}",
-        backend.addr, candidate.addr
-    );
-    let proxy = Proxy::start(&toml).await;
+/// A gRPC answer: one message, then `grpc-status` (and `grpc-message`) in
+/// the trailers.
+fn grpc_answer(
+    message: &'static [u8],
+    status: &str,
+    text: Option<&str>,
+) -> Response<crate::support::backend::Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", status.parse().unwrap());
+    if let Some(text) = text {
+        trailers.insert("grpc-message", text.parse().unwrap());
+    }
+    let frames = vec![
+        Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(message))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+        .map_err(|e| Box::new(e) as _)
+        .boxed();
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .body(body)
+        .unwrap()
+}
+
+/// One gRPC call through the proxy over h2c; the answer is a 200, collected.
+async fn grpc_call(proxy: &Proxy, path: &str) -> http_body_util::Collected<Bytes> {
     let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let request = Request::post(proxy.url("/pkg.Service/Method"))
+    let request = Request::post(proxy.url(path))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
         .unwrap();
     let response = h2.request(request).await.unwrap();
     assert_eq!(response.status(), 200);
-    let collected = response.into_body().collect().await.unwrap();
+    response.into_body().collect().await.unwrap()
+}
+
+#[tokio::test]
+async fn grpc_trailers_pass_through_h2c() {
+    let backend =
+        Backend::start(|_req| async { grpc_answer(b"\0\0\0\0\x02hi", "0", Some("ok")) }).await;
+    let candidate = Backend::named("candidate").await;
+    let toml = format!(
+        "[upstreams.legacy]\nurl = \"http://{}\"\nprotocol = \"h2c\"\n\n[upstreams.candidate]\nurl = \"http://{}\"\n{ROUTE}",
+        backend.addr, candidate.addr
+    );
+    let proxy = Proxy::start(&toml).await;
+    let collected = grpc_call(&proxy, "/pkg.Service/Method").await;
     let trailers = collected
         .trailers()
         .cloned()
@@ -250,19 +263,7 @@ async fn a_grpc_status_in_the_trailers_counts_for_the_error_gate() {
         } else {
             "0"
         };
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", status.parse().unwrap());
-        let frames = vec![
-            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
-            Ok(http_body::Frame::trailers(trailers)),
-        ];
-        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames))
-            .map_err(|e| Box::new(e) as _)
-            .boxed();
-        Response::builder()
-            .header("content-type", "application/grpc")
-            .body(body)
-            .unwrap()
+        grpc_answer(b"\0\0\0\0\0", status, None)
     })
     .await;
     let legacy = Backend::named("legacy").await;
@@ -271,18 +272,8 @@ async fn a_grpc_status_in_the_trailers_counts_for_the_error_gate() {
         legacy.addr, candidate.addr
     );
     let proxy = Proxy::start(&toml).await;
-    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
     for method in ["Fail", "Ok", "Fail", "Ok", "Fail"] {
-        let request = Request::post(proxy.url(&format!("/pkg.Service/{method}")))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-            .unwrap();
-        let response = h2.request(request).await.unwrap();
-        assert_eq!(response.status(), 200);
-        let collected = response.into_body().collect().await.unwrap();
+        let collected = grpc_call(&proxy, &format!("/pkg.Service/{method}")).await;
         assert!(
             collected.trailers().is_some(),
             "trailers reached the client"
