@@ -151,14 +151,7 @@ async fn manual_control_moves_the_route_and_records_events() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 
-    let events: serde_json::Value = http
-        .get(proxy.admin_url("/api/events?route=orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: serde_json::Value = proxy.admin_json("/api/events?route=orders").await;
     let events = events.as_array().unwrap();
     assert_eq!(events.len(), 4, "{events:?}");
     assert_eq!(events[0]["reason"], "resumed", "newest first");
@@ -187,14 +180,7 @@ async fn manual_control_moves_the_route_and_records_events() {
         "promote and pause: {metrics}"
     );
 
-    let instances: serde_json::Value = http
-        .get(proxy.admin_url("/api/instances"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let instances: serde_json::Value = proxy.admin_json("/api/instances").await;
     assert_eq!(instances[0]["leader"], true);
     assert!(instances[0]["config_hash"]
         .as_str()

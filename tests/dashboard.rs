@@ -447,17 +447,6 @@ fn expected_rows(routes: &Value) -> Value {
     )
 }
 
-async fn api(proxy: &Proxy, path: &str) -> Value {
-    client()
-        .get(proxy.admin_url(path))
-        .send()
-        .await
-        .expect("admin answers")
-        .json()
-        .await
-        .expect("admin answers JSON")
-}
-
 /// The endpoint templates the endpoints page should list, sorted:
 /// `GET /api/endpoints` when this strangler has it, else those of each
 /// route's shadow window.
@@ -477,7 +466,9 @@ async fn expected_endpoints(proxy: &Proxy) -> Value {
     } else {
         let mut names = Vec::new();
         for route in ["orders", "users"] {
-            let detail = api(proxy, &format!("/api/routes/{route}")).await;
+            let detail = proxy
+                .admin_json::<Value>(&format!("/api/routes/{route}"))
+                .await;
             for e in detail["endpoints"].as_array().expect("endpoints") {
                 names.push(e["endpoint"].as_str().unwrap_or_default().to_string());
             }
@@ -515,11 +506,10 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
     // Traffic while the page watches, so its charts have something to draw.
     let stop = Arc::new(AtomicBool::new(false));
     let sender = traffic(&proxy, stop.clone());
-    let http = client();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let orders = api(&proxy, "/api/routes/orders").await;
-        let users = api(&proxy, "/api/routes/users").await;
+        let orders = proxy.admin_json::<Value>("/api/routes/orders").await;
+        let users = proxy.admin_json::<Value>("/api/routes/users").await;
         if orders["shadow"]["compared"].as_u64().unwrap_or(0) >= 150
             && users["candidate"]["requests"].as_u64().unwrap_or(0) >= 5
         {
@@ -550,14 +540,7 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let shown = browser.eval(OVERVIEW_ROWS).await;
-        let routes: Value = http
-            .get(proxy.admin_url("/api/routes"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let routes: Value = proxy.admin_json("/api/routes").await;
         let expected = expected_rows(&routes);
         if shown == expected {
             break;
@@ -571,7 +554,7 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
     let blocked = browser
         .eval("document.querySelector('[data-route=orders] [data-field=blocked_by]').textContent")
         .await;
-    let orders = api(&proxy, "/api/routes/orders").await;
+    let orders = proxy.admin_json::<Value>("/api/routes/orders").await;
     assert_eq!(
         blocked,
         orders["blocked_by"]
@@ -685,7 +668,7 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
             "document.querySelector('#r-badges')?.dataset.stage === 'canary'",
         )
         .await;
-    let promoted = api(&proxy, "/api/routes/orders").await;
+    let promoted = proxy.admin_json::<Value>("/api/routes/orders").await;
     assert_eq!(promoted["stage"], "canary");
     let weight = browser
         .eval("Number(document.querySelector('#r-badges').dataset.weight)")

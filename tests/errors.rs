@@ -49,14 +49,7 @@ async fn unreachable_upstream_is_502_and_idempotent_requests_retry_on_legacy() {
         "{text}"
     );
 
-    let route: serde_json::Value = http
-        .get(proxy.admin_url("/api/routes/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let route: serde_json::Value = proxy.admin_json("/api/routes/orders").await;
     assert_eq!(route["candidate"]["requests"], 3);
     assert_eq!(
         route["candidate"]["errors"], 3,
@@ -140,14 +133,7 @@ async fn fallback_statuses_serve_legacy_for_unimplemented_endpoints() {
         metrics.contains(r#"strangler_fallbacks_total{route="orders",code="404"} 1"#),
         "{metrics}"
     );
-    let route: serde_json::Value = http
-        .get(proxy.admin_url("/api/routes/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let route: serde_json::Value = proxy.admin_json("/api/routes/orders").await;
     assert_eq!(
         route["candidate"]["errors"], 1,
         "a fallback is a candidate error"

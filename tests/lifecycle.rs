@@ -208,14 +208,7 @@ async fn reload_under_load_drops_nothing_and_keeps_admin_state() {
             .unwrap(),
         "candidate"
     );
-    let route: serde_json::Value = http
-        .get(proxy.admin_url("/api/routes/all"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let route: serde_json::Value = proxy.admin_json("/api/routes/all").await;
     assert_eq!(
         route["weight"], 100.0,
         "the admin's weight survived the reloads: {route}"

@@ -279,14 +279,7 @@ async fn a_grpc_status_in_the_trailers_counts_for_the_error_gate() {
             "trailers reached the client"
         );
     }
-    let route: serde_json::Value = client()
-        .get(proxy.admin_url("/api/routes/all"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let route: serde_json::Value = proxy.admin_json("/api/routes/all").await;
     assert_eq!(route["stage"], "candidate", "{route:#}");
     assert_eq!(
         (

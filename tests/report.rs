@@ -55,14 +55,7 @@ async fn endpoints_are_ranked_by_their_share_of_time() {
     for _ in 0..5 {
         http.get(proxy.url("/orders/export")).send().await.unwrap();
     }
-    let endpoints: Value = http
-        .get(proxy.admin_url("/api/endpoints"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let endpoints: Value = proxy.admin_json("/api/endpoints").await;
     let first = &endpoints[0];
     assert_eq!(first["endpoint"], "GET /orders/export", "{endpoints:#}");
     assert_eq!(first["requests"], 5);
@@ -90,14 +83,7 @@ async fn the_report_says_legacy_can_go_only_when_it_serves_nothing() {
         .send()
         .await
         .unwrap();
-    let report: Value = http
-        .get(proxy.admin_url("/api/report"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = proxy.admin_json("/api/report").await;
     assert_eq!(
         report["verdict"]["legacy_can_be_decommissioned"], true,
         "{report:#}"
@@ -115,14 +101,7 @@ async fn the_report_says_legacy_can_go_only_when_it_serves_nothing() {
 
     // One request that matches no route still reaches legacy: no verdict.
     http.get(proxy.url("/elsewhere")).send().await.unwrap();
-    let report: Value = http
-        .get(proxy.admin_url("/api/report"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = proxy.admin_json("/api/report").await;
     assert_eq!(report["verdict"]["legacy_can_be_decommissioned"], false);
     assert_eq!(report["legacy_still_serves"][0]["route"], "_default");
     assert_eq!(report["legacy_still_serves"][0]["requests"], 1);
@@ -157,14 +136,7 @@ async fn a_route_still_in_shadow_is_listed_as_served_by_legacy() {
     let candidate = backend("/none").await;
     let proxy = Proxy::start(&config(legacy.addr, candidate.addr, "shadow")).await;
     client().get(proxy.url("/orders/1")).send().await.unwrap();
-    let report: Value = client()
-        .get(proxy.admin_url("/api/report"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = proxy.admin_json("/api/report").await;
     let serves = &report["legacy_still_serves"][0];
     assert_eq!(serves["route"], "orders");
     assert!(serves["reason"].as_str().unwrap().contains("shadow"));

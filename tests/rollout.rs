@@ -43,14 +43,7 @@ weight = {weight}
 }
 
 async fn route(proxy: &Proxy) -> Value {
-    client()
-        .get(proxy.admin_url("/api/routes/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    proxy.admin_json("/api/routes/orders").await
 }
 
 /// Sends traffic until `done` holds for the route (a hang guard of 30 s,
@@ -88,14 +81,7 @@ async fn events_until(proxy: &Proxy, done: impl Fn(&[Value]) -> bool) -> Vec<Val
 }
 
 async fn events(proxy: &Proxy) -> Vec<Value> {
-    let v: Value = client()
-        .get(proxy.admin_url("/api/events?route=orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = proxy.admin_json("/api/events?route=orders").await;
     v.as_array().unwrap().clone()
 }
 

@@ -161,14 +161,7 @@ failure_limit = 1000000
             .unwrap();
         assert_eq!(body, expected, "{path}");
     }
-    let routes: serde_json::Value = http
-        .get(proxy.admin_url("/api/routes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let routes: serde_json::Value = proxy.admin_json("/api/routes").await;
     let new = routes
         .as_array()
         .unwrap()

@@ -285,14 +285,7 @@ async fn qa_override_needs_the_token_and_is_never_forwarded() {
         );
     }
     // Overridden requests are left out of the route's window.
-    let route: serde_json::Value = http
-        .get(proxy.admin_url("/api/routes/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let route: serde_json::Value = proxy.admin_json("/api/routes/orders").await;
     assert_eq!(route["candidate"]["requests"], 0);
     assert_eq!(route["legacy"]["requests"], 1);
     // ... and counted apart, by the side that served them.

@@ -85,7 +85,7 @@ impl Body for GrpcStatus {
         let failed = match &frame {
             Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
                 trailers
-                    .get("grpc-status")
+                    .get(super::headers::GRPC_STATUS)
                     .is_none_or(|s| s.as_bytes() != b"0")
             }),
             Some(Err(_)) | None => Some(true),

@@ -14,6 +14,8 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_STRANGLER_SIDE: HeaderName = HeaderName::from_static("x-strangler-side");
 pub const X_STRANGLER_TOKEN: HeaderName = HeaderName::from_static("x-strangler-token");
 pub const X_STRANGLER_SHADOW: HeaderName = HeaderName::from_static("x-strangler-shadow");
+/// Looked up on every answer: a constant name is hashed without being parsed.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const TRAILER: HeaderName = HeaderName::from_static("trailer");

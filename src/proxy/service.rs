@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::body::{ClientBody, IdleTimeout, ProxyBody};
 use super::error::{plain, upstream_failure_response, UpstreamFailure};
-use super::headers::{self, X_STRANGLER_SIDE, X_STRANGLER_TOKEN};
+use super::headers::{self, GRPC_STATUS, X_STRANGLER_SIDE, X_STRANGLER_TOKEN};
 use super::pool::PooledBody;
 use super::upstream::{RequestHead, Upstream, UpstreamBody};
 use crate::config::{Stage, StickyMissing};
@@ -611,9 +611,6 @@ fn served_side(target: &Target<'_>, served_by: &Arc<Upstream>) -> Side {
         target.side
     }
 }
-
-/// Looked up on every answer: a constant name is hashed without being parsed.
-const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 /// A gRPC answer whose `grpc-status` (trailers-only, in the headers) is not 0.
 fn grpc_failed(headers: &HeaderMap) -> bool {

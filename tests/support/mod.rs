@@ -66,6 +66,18 @@ impl Proxy {
             .expect("a metrics body")
     }
 
+    /// An admin API answer, as JSON (or whatever it deserializes into).
+    pub async fn admin_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        client()
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("the admin listener answers")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     /// Rewrites the configuration file (keeping the bound addresses).
     pub fn rewrite_config(&self, toml: &str) {
         let store = self.config_path.with_file_name("strangler.db");
