@@ -175,3 +175,163 @@ async fn a_body_left_unread_closes_the_connection_after_the_answer() {
     assert!(answer.contains("connection: close\r\n"), "{answer}");
     proxy.stop().await;
 }
+
+/// What a [`holding_origin`] saw of one connection.
+#[derive(Debug, PartialEq)]
+enum OriginSaw {
+    /// A whole request head arrived.
+    Request,
+    /// The proxy closed the connection.
+    Closed,
+}
+
+/// An origin that answers nothing, or, with `first_chunk`, only the head
+/// of a chunked answer and one chunk, then holds the connection until the
+/// proxy closes it. Reports what it saw.
+async fn holding_origin(
+    first_chunk: bool,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<OriginSaw>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("bound");
+    let (saw, seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let saw = saw.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = saw.send(OriginSaw::Request);
+                if first_chunk {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nchunk\r\n",
+                        )
+                        .await;
+                }
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = saw.send(OriginSaw::Closed);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A proxy in front of `origin` with upstream timeouts far beyond the
+/// tests' guards, so only the client's leaving can end an exchange.
+async fn patient_proxy_to(origin: std::net::SocketAddr) -> Proxy {
+    let candidate = Backend::named("candidate").await;
+    Proxy::start(&format!(
+        "[upstreams.legacy]\nurl = \"http://{origin}\"\ntimeout = \"600s\"\nidle_timeout = \"600s\"\n\n\
+         [upstreams.candidate]\nurl = \"http://{}\"\n\n\
+         [[routes]]\nname = \"all\"\npath_prefix = \"/\"\nlegacy = \"legacy\"\ncandidate = \"candidate\"\n",
+        candidate.addr
+    ))
+    .await
+}
+
+/// Waits (at most a minute, a hang guard) for the origin's next report.
+async fn next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<OriginSaw>) -> Option<OriginSaw> {
+    tokio::time::timeout(Duration::from_secs(60), seen.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_aborts_the_upstream_request() {
+    let (origin, mut seen) = holding_origin(false).await;
+    let proxy = patient_proxy_to(origin).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("proxy accepts");
+    stream
+        .write_all(b"GET /long-poll HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(next(&mut seen).await, Some(OriginSaw::Request));
+    drop(stream);
+    // As nginx does: the upstream request ends with the client's.
+    assert_eq!(next(&mut seen).await, Some(OriginSaw::Closed));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_stalled_stream_aborts_the_upstream_request() {
+    let (origin, mut seen) = holding_origin(true).await;
+    let proxy = patient_proxy_to(origin).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("proxy accepts");
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(next(&mut seen).await, Some(OriginSaw::Request));
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("chunk") {
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf))
+            .await
+            .expect("the first chunk arrives")
+            .expect("read");
+        assert!(
+            read > 0,
+            "closed early: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..read]);
+    }
+    drop(stream);
+    assert_eq!(next(&mut seen).await, Some(OriginSaw::Closed));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_pipelined_while_the_first_waits_is_answered_after_it() {
+    // `/slow` answers once the second request has reached the proxy.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let legacy = Backend::start(move |request: http::Request<hyper::body::Incoming>| {
+        let mut released = released.clone();
+        async move {
+            let path = request.uri().path().to_owned();
+            if path == "/slow" {
+                let _ = released.wait_for(|go| *go).await;
+            }
+            Response::new(full(format!("answer {path}")))
+        }
+    })
+    .await;
+    let proxy = proxy_to(&legacy).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("proxy accepts");
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    while legacy.count() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stream
+        .write_all(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    // Give the second request time to arrive while the first is served.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.send_replace(true);
+    let mut answers = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answers)).await;
+    let answers = String::from_utf8_lossy(&answers);
+    assert_in_order(&answers, &["answer /slow", "answer /next"]);
+    assert_eq!(legacy.count(), 2);
+    proxy.stop().await;
+}

@@ -115,6 +115,34 @@ impl Reader {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
+    /// Runs `work` (serving a request) unless the client closes the
+    /// connection first (`None`; `work` is dropped, which aborts the
+    /// upstream exchange). As hyper's server does with `half_close` off,
+    /// and nginx with `proxy_ignore_client_abort off`: an end of input in
+    /// the middle of an exchange means the client left, a half-close
+    /// included. Bytes that arrive instead (a pipelined request) stay in
+    /// the buffer for the next head, and end the watch. While the socket
+    /// is quiet this costs no system call: the last read drained it, so
+    /// tokio only registers the wake-up.
+    async fn unless_closed<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        let mut work = pin!(work);
+        let mut watching = self.buf.is_empty();
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = work.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            if watching {
+                match self.poll_read_more(cx, READ_CHUNK) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Ok(_)) => watching = false,
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Waits for the next complete request head, while the connection is
     /// idle also for `shutdown`, and at most until `deadline`. `Ok(None)`:
     /// the connection is to close.
@@ -152,6 +180,12 @@ impl Reader {
             }
         }
     }
+}
+
+/// Ends a connection whose client closed it while its request was served.
+fn client_left(info: &ConnInfo) -> Option<Box<Reader>> {
+    tracing::debug!(peer = %info.peer, "client closed the connection before its answer ended");
+    None
 }
 
 struct Connection {
@@ -193,15 +227,25 @@ impl Connection {
             };
             let (body, lent) = self.request_body(length);
             let request = request.map(|()| ClientBody::Own { body });
-            let response = handle(shared.runtime.clone(), info.clone(), request).await;
+            let handling = handle(shared.runtime.clone(), info.clone(), request);
+            let response = match self.reader.as_mut() {
+                Some(reader) => match reader.unless_closed(handling).await {
+                    Some(response) => response,
+                    None => return client_left(info),
+                },
+                // The body has the reader: a request whose body is still
+                // arriving is not watched.
+                None => handling.await,
+            };
             if let Some(mut lent) = lent {
                 // Back only when the body was read to its end.
                 self.reader = lent.try_recv().ok();
             }
             let keep_alive = keep_alive && self.reader.is_some() && !shared.shutdown.is_cancelled();
             match self.write_response(response, asked, keep_alive).await {
-                Ok(true) => {}
-                Ok(false) => return None,
+                Ok(Some(true)) => {}
+                Ok(Some(false)) => return None,
+                Ok(None) => return client_left(info),
                 Err(error) => {
                     tracing::debug!(peer = %info.peer, %error, "client connection ended mid-answer");
                     return None;
@@ -231,14 +275,15 @@ impl Connection {
         (body, Some(lent))
     }
 
-    /// Writes the answer; `Ok(true)` when the connection may carry another
-    /// request.
+    /// Writes the answer; `Ok(Some(true))` when the connection may carry
+    /// another request, `Ok(None)` when the client left while the answer's
+    /// body was awaited.
     async fn write_response(
         &mut self,
         response: Response<ProxyBody>,
         asked: Asked,
         keep_alive: bool,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Option<bool>> {
         let (mut parts, body) = response.into_parts();
         let length = (!body.is_end_stream()).then(|| body.size_hint().exact());
         self.out.clear();
@@ -248,14 +293,20 @@ impl Connection {
         let body = pin!(body);
         // Trailers are dropped: hyper sends only those a `Trailer` header
         // announces, and hygiene removes that header.
-        write_body(&mut self.writer, &mut self.out, body, framing, false)
-            .await
-            .map_err(|error| match error {
-                WriteError::Io(error) => error,
-                WriteError::Body(error) => io::Error::other(error),
-                WriteError::Length => io::Error::other("answer body and its length differ"),
-            })?;
-        Ok(!last)
+        let writing = write_body(&mut self.writer, &mut self.out, body, framing, false);
+        let written = match self.reader.as_mut() {
+            Some(reader) => reader.unless_closed(writing).await,
+            None => Some(writing.await),
+        };
+        let Some(written) = written else {
+            return Ok(None);
+        };
+        written.map_err(|error| match error {
+            WriteError::Io(error) => error,
+            WriteError::Body(error) => io::Error::other(error),
+            WriteError::Length => io::Error::other("answer body and its length differ"),
+        })?;
+        Ok(Some(!last))
     }
 }
 
