@@ -60,6 +60,11 @@ impl App {
             .await
             .context("cannot register this instance in the store")?;
         crate::fleet::restore_own_windows(&runtime).await;
+        if runtime.fleet.shared() {
+            // A first last known state, should the store be lost before
+            // anyone reads (each read is bounded by the fleet's deadline).
+            runtime.remember_reads().await;
+        }
 
         let proxy_task = tokio::spawn(server::serve(
             proxy_listener,

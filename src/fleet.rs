@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::last_reads::LastReads;
 use crate::rollout::window::{Figures, ShadowSummary, SideSummary, WindowReport};
 use crate::runtime::{now_ms, RouteRuntime, Runtime};
 use crate::store::{EventRow, Fence, InstanceInfo, InstanceRow, StoreError};
@@ -65,6 +66,9 @@ pub const OP_DEADLINE: Duration = Duration::from_secs(2);
 const LEASE_MARGIN: Duration = Duration::from_millis(500);
 /// A full reload of the state every this many periods, notifications or not.
 const SYNC_EVERY: u32 = 5;
+/// How often the admin API's reads are made and remembered, to answer
+/// from while the store is lost (first at the start, see `app`).
+const REMEMBER_EVERY: Duration = Duration::from_secs(30);
 /// While the store is lost, the loss is logged again this often.
 const LOST_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -117,8 +121,8 @@ pub struct Fleet {
     /// Other instances' fresh reports, by route.
     peers: Mutex<HashMap<String, Vec<Peer>>>,
     pending: Mutex<Vec<PendingRollback>>,
-    /// The last events read, by route filter (reads while the store is lost).
-    events: Mutex<HashMap<Option<String>, Vec<EventRow>>>,
+    /// The admin API's last reads of the store, answered while it is lost.
+    pub reads: LastReads,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -152,7 +156,7 @@ impl Fleet {
             instances: ArcSwap::from_pointee(Vec::new()),
             peers: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
-            events: Mutex::new(HashMap::new()),
+            reads: LastReads::default(),
         }
     }
 
@@ -214,28 +218,25 @@ impl Fleet {
         lock(&self.pending).push(PendingRollback { event });
     }
 
-    pub(crate) fn remember_events(&self, route: Option<String>, events: &[EventRow]) {
-        lock(&self.events).insert(route, events.to_vec());
-    }
-
-    /// The last events read for this filter, with the local rollbacks not
-    /// yet recorded first.
-    pub(crate) fn remembered_events(
+    /// `events` (newest first) with this instance's rollbacks not yet
+    /// recorded in front, while the store is lost.
+    pub(crate) fn with_pending(
         &self,
-        route: &Option<String>,
+        route: Option<&str>,
+        events: Vec<EventRow>,
         limit: u32,
-    ) -> Option<Vec<EventRow>> {
-        let cached = lock(&self.events).get(route).cloned()?;
+    ) -> Vec<EventRow> {
         let pending = lock(&self.pending);
-        let mut events: Vec<EventRow> = pending
+        let mut all: Vec<EventRow> = pending
             .iter()
             .rev()
-            .filter(|p| route.as_ref().is_none_or(|r| *r == p.event.route))
+            .filter(|p| route.is_none_or(|r| r == p.event.route))
             .map(|p| p.event.clone())
             .collect();
-        events.extend(cached);
-        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Some(events)
+        drop(pending);
+        all.extend(events);
+        all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        all
     }
 
     /// Notes whether the live instances' configuration hashes agree, from
@@ -354,11 +355,30 @@ pub fn spawn(runtime: Arc<Runtime>, shutdown: CancellationToken) -> JoinHandle<(
         return report;
     }
     tokio::spawn(changes_loop(runtime.clone(), shutdown.clone()));
+    tokio::spawn(remember_loop(runtime.clone(), shutdown.clone()));
     let lease = tokio::spawn(lease_loop(runtime, shutdown));
     tokio::spawn(async move {
         let _ = report.await;
         let _ = lease.await;
     })
+}
+
+/// Makes the admin API's reads now and then, so that a store lost before
+/// anyone read still leaves a last known state to answer from. Apart from
+/// the heartbeat: a slow store must not delay it.
+async fn remember_loop(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    let start = Instant::now() + REMEMBER_EVERY;
+    let mut tick = tokio::time::interval_at(start, REMEMBER_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if runtime.fleet.store_ok() {
+            runtime.remember_reads().await;
+        }
+    }
 }
 
 /// Heartbeat, reports, peers' reports and the registry, once a period.

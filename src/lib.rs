@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod fleet;
 pub mod health;
+pub mod last_reads;
 pub mod limits;
 pub mod measure;
 pub mod metrics;

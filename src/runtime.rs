@@ -11,6 +11,7 @@
 //! `weight` are initial values only.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -41,7 +42,9 @@ use crate::shadow::slots::MirrorSlots;
 use crate::shadow::tee::MemoryBudget;
 use crate::shadow::{DropCounters, RouteShadow};
 use crate::store::writer::StoreHandle;
-use crate::store::{EventRow, Fence, RouteStateRow, Store, StoreError};
+use crate::store::{
+    AcceptedRow, EventRow, Fence, RouteStateRow, SampleKind, SampleRow, Store, StoreError,
+};
 
 /// The route name used for requests that match no route.
 pub const DEFAULT_ROUTE: &str = "_default";
@@ -452,6 +455,10 @@ impl Runtime {
         // One flush at a time: a reader that flushes (the report) must not
         // read the store while a periodic flush still holds what it took.
         let _flushing = self.measure_flush.lock().await;
+        if self.fleet.shared() && !self.fleet.store_ok() {
+            // Kept in memory until the store returns, rather than lost.
+            return;
+        }
         let bucket = crate::measure::BUCKET.as_millis() as i64;
         let now = now_ms();
         let (stats, aggregates) = self.measure.flush(now - now % bucket);
@@ -477,9 +484,15 @@ impl Runtime {
         let retention =
             i64::try_from(snapshot.config.store.retention.as_millis()).unwrap_or(i64::MAX);
         let from = now.saturating_sub(retention);
-        let stats = store.endpoint_stats(None).await?;
-        let aggregates = store.aggregates(None, from).await?;
-        let accepted = store.accepted(None).await?;
+        let stats = self
+            .read("endpoint stats", store.endpoint_stats(None))
+            .await?;
+        let mut aggregates = self
+            .read("aggregates", store.aggregates(None, from))
+            .await?;
+        // Remembered ones may reach back further than the window.
+        aggregates.retain(|a| a.bucket_start_ms >= from);
+        let accepted = self.accepted(None).await?;
         let legacy_endpoints = |route: &str| -> Vec<String> {
             stats
                 .iter()
@@ -998,34 +1011,97 @@ impl Runtime {
         }
     }
 
-    /// Transitions, newest first, optionally for one route.
+    /// The transitions, newest first. A fleet whose store is lost answers
+    /// from the last read of the same filter, or of all routes, with its
+    /// own rollbacks not yet recorded in front.
     pub async fn events(
         &self,
         route: Option<&str>,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError> {
-        if !self.fleet.shared() {
-            return self.store.store().events(route, limit).await;
+        let key = format!("events {}", route.unwrap_or("*"));
+        let events = match self
+            .read(&key, self.store.store().events(route, limit))
+            .await
+        {
+            Err(error) if error.is_unavailable() && self.fleet.shared() => {
+                let all: Vec<EventRow> = self.fleet.reads.recall("events *").ok_or(error)?;
+                all.into_iter()
+                    .filter(|e| route.is_none_or(|r| e.route == r))
+                    .collect()
+            }
+            read => read?,
+        };
+        if self.fleet.shared() && !self.fleet.store_ok() {
+            return Ok(self.fleet.with_pending(route, events, limit));
         }
-        // A fleet answers from the last read while its store is lost.
-        let key = route.map(str::to_string);
-        let read = if self.fleet.store_ok() {
-            fleet::within(self.store.store().events(route, limit)).await
+        Ok(events)
+    }
+
+    /// Stored exchanges of a route, newest first (see [`Runtime::read`]).
+    pub async fn samples(
+        &self,
+        route: &str,
+        kind: Option<SampleKind>,
+        limit: u32,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        let key = format!("samples {route} {kind:?}");
+        let mut rows = self
+            .read(&key, self.store.store().samples(route, kind, limit))
+            .await?;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(rows)
+    }
+
+    /// Accepted differences of one route or all (see [`Runtime::read`]).
+    pub async fn accepted(&self, route: Option<&str>) -> Result<Vec<AcceptedRow>, StoreError> {
+        let key = format!("accepted {}", route.unwrap_or("*"));
+        self.read(&key, self.store.store().accepted(route)).await
+    }
+
+    /// One read of the store for the admin API. In a fleet it gives up
+    /// after the fleet's deadline, and while the store is lost it answers
+    /// from the last answer of the same `key` (SPEC §9: "reads of the
+    /// admin API answer from the last known state").
+    pub async fn read<T>(
+        &self,
+        key: &str,
+        read: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError>
+    where
+        T: Clone + serde::Serialize + Send + Sync + 'static,
+    {
+        if !self.fleet.shared() {
+            return read.await;
+        }
+        let answer = if self.fleet.store_ok() {
+            fleet::within(read).await
         } else {
             Err(StoreError::Unavailable {
                 location: "(fleet store)".into(),
                 reason: "lost".into(),
             })
         };
-        match read {
-            Ok(events) => {
-                self.fleet.remember_events(key, &events);
-                Ok(events)
+        match answer {
+            Ok(value) => {
+                self.fleet.reads.remember(key, &value);
+                Ok(value)
             }
-            Err(error) if error.is_unavailable() => {
-                self.fleet.remembered_events(&key, limit).ok_or(error)
-            }
+            Err(error) if error.is_unavailable() => self.fleet.reads.recall(key).ok_or(error),
             Err(error) => Err(error),
+        }
+    }
+
+    /// Reads what the admin API's reads would, so that a fleet has a last
+    /// known state to answer from if its store is lost before anyone read.
+    pub async fn remember_reads(&self) {
+        let _ = self.events(None, 1000).await;
+        let _ = self.report().await;
+        let snapshot = self.snapshot.load_full();
+        for route in &snapshot.routes {
+            let _ = self
+                .samples(&route.config.name, Some(SampleKind::Mismatch), 20)
+                .await;
         }
     }
 

@@ -665,6 +665,14 @@ async fn fleet_store_lost_while_running_keeps_serving_and_rolls_back_locally() {
     let http = client();
     // Read once, so that there is a last known state to answer from.
     let before = fleet[1].get("/api/events?route=orders").await;
+    let export_before = http
+        .get(fleet[1].admin_url("/api/routes/orders/export"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     relay.cut();
     for m in &fleet {
         wait_for(
@@ -700,6 +708,22 @@ async fn fleet_store_lost_while_running_keeps_serving_and_rolls_back_locally() {
         "reads answer from the last known state"
     );
     assert_eq!(events.json::<Value>().await.unwrap(), before);
+    let export = http
+        .get(fleet[1].admin_url("/api/routes/orders/export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    assert_eq!(export.text().await.unwrap(), export_before);
+    // Reads nobody made before the loss answer too: each instance read
+    // them when it started.
+    for path in ["/api/events", "/api/report", "/api/routes/orders/diffs"] {
+        let read = http.get(fleet[0].admin_url(path)).send().await.unwrap();
+        assert_eq!(read.status(), 200, "{path}: {}", read.text().await.unwrap());
+    }
+    let report = fleet[0].get("/api/report").await;
+    assert_eq!(report["routes"][0]["name"], "orders", "{report:#}");
+    assert_eq!(report["routes"][0]["stage"], "candidate", "{report:#}");
     let instances = http
         .get(fleet[1].admin_url("/api/instances"))
         .send()

@@ -69,8 +69,6 @@ pub async fn diffs_list(
     let limit = query.limit.unwrap_or(20).min(1000);
     let rows = state
         .runtime
-        .store
-        .store()
         .samples(&name, Some(SampleKind::Mismatch), limit)
         .await
         .map_err(store_error)?;
@@ -171,12 +169,16 @@ pub async fn export(
     let snapshot = state.runtime.snapshot.load_full();
     let route = route(&snapshot, &name)?;
     let limit = query.limit.unwrap_or(1000).min(100_000);
-    let store = state.runtime.store.store();
-    let rows = store
+    let rows = state
+        .runtime
         .samples(&name, None, limit)
         .await
         .map_err(store_error)?;
-    let accepted = store.accepted(Some(&name)).await.map_err(store_error)?;
+    let accepted = state
+        .runtime
+        .accepted(Some(&name))
+        .await
+        .map_err(store_error)?;
     let compare = &route.config.compare;
     let config = &snapshot.config;
     let header = ExportHeader {
