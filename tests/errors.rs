@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use http::Response;
+use http_body_util::BodyExt;
 
 use crate::support::backend::{closed_port, full, Backend};
-use crate::support::{client, upstreams, Proxy};
+use crate::support::{client, raw_exchange, upstreams, Proxy};
 
 /// The route under test, in stage `candidate`. Its errors are the point of
 /// these tests, so the automatic rollback (one failing evaluation, every
@@ -60,6 +61,48 @@ async fn unreachable_upstream_is_502_and_idempotent_requests_retry_on_legacy() {
         metrics.contains(r#"strangler_upstream_errors_total{route="orders",upstream="candidate",kind="connect"} 3"#),
         "{metrics}"
     );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_that_fits_is_retried_on_legacy_and_a_larger_one_is_not() {
+    // Answers with the body it received and whether it came chunked.
+    let legacy = Backend::start(|request: http::Request<hyper::body::Incoming>| async move {
+        let chunked = request.headers().contains_key("transfer-encoding");
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = format!("legacy chunked={chunked} {}", String::from_utf8_lossy(&body));
+        Response::new(full(text))
+    })
+    .await;
+    let dead = closed_port().await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_buffer = \"16B\"\n\n{}{}",
+        upstreams(legacy.addr, dead),
+        candidate_route("")
+    );
+    let proxy = Proxy::start(&toml).await;
+
+    let small = raw_exchange(
+        proxy.addr,
+        b"PUT /orders/2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\n{\"a\"\r\n3\r\n:2}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(small.starts_with("HTTP/1.1 200 "), "{small}");
+    assert!(small.ends_with(r#"legacy chunked=false {"a":2}"#), "{small}");
+
+    // 20 bytes: more than max_body_buffer, streamed once, not retried.
+    let large = raw_exchange(
+        proxy.addr,
+        b"PUT /orders/3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\na\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(large.starts_with("HTTP/1.1 502 "), "{large}");
+    assert_eq!(legacy.count(), 1);
     proxy.stop().await;
 }
 

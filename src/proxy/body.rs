@@ -4,6 +4,7 @@
 //! an error when the upstream stays silent longer than `idle_timeout`, so a
 //! stuck upstream never holds a client connection forever.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -198,6 +199,9 @@ pin_project! {
         Teed { #[pin] body: RequestTee<ClientBody> },
         /// Bytes in memory, taken when sent (`None` once sent, or if empty).
         Bytes { bytes: Option<Bytes> },
+        /// A body of unknown length whose first frames were read ahead (to
+        /// learn whether it fits `max_body_buffer`), then the rest of it.
+        Resumed { read: VecDeque<Frame<Bytes>>, rest: Pin<Box<UpstreamBody>> },
     }
 }
 
@@ -223,6 +227,10 @@ impl Body for UpstreamBody {
             UpstreamBodyProj::Bytes { bytes } => {
                 Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
             }
+            UpstreamBodyProj::Resumed { read, rest } => match read.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => rest.as_mut().poll_frame(cx),
+            },
         }
     }
 
@@ -231,6 +239,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Streamed { body } => body.is_end_stream(),
             UpstreamBody::Teed { body } => body.is_end_stream(),
             UpstreamBody::Bytes { bytes } => bytes.is_none(),
+            UpstreamBody::Resumed { read, rest } => read.is_empty() && rest.is_end_stream(),
         }
     }
 
@@ -241,6 +250,8 @@ impl Body for UpstreamBody {
             UpstreamBody::Bytes { bytes } => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+            // Unknown, as the client's was: it stays chunked.
+            UpstreamBody::Resumed { .. } => SizeHint::default(),
         }
     }
 }

@@ -10,16 +10,18 @@
 //! 5. **answer**: stream the body back (idle timeout), or 502/504;
 //! 6. **record** metrics and the route's window (always, whatever happened).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
-use super::body::{ClientBody, IdleTimeout, ProxyBody};
+use super::body::{BoxError, ClientBody, IdleTimeout, ProxyBody};
 use super::error::{plain, upstream_failure_response, UpstreamFailure};
 use super::headers::{self, GRPC_STATUS, X_STRANGLER_SIDE, X_STRANGLER_TOKEN};
 use super::pool::PooledBody;
@@ -552,13 +554,19 @@ async fn forward(
 enum Kept {
     /// The whole body, small enough to send twice.
     Bytes(Bytes),
-    /// Too large or of unknown length: streamed once, no second chance.
+    /// Too large: streamed once, no second chance.
     Stream(UpstreamBody),
 }
 
-/// Keeps a request body in memory when its declared length fits `max`.
+/// Keeps a request body in memory when it fits `max`: a declared length is
+/// read whole when it fits, a body of unknown length (chunked) is read
+/// until it ends or exceeds `max` (then what was read goes first and the
+/// rest streams). As nginx's `proxy_request_buffering`, up to `max`.
 async fn keep_body(body: UpstreamBody, headers: &HeaderMap, max: u64) -> Result<Kept, Forwarded> {
     use http_body::Body as _;
+    let unreadable = |e: BoxError| {
+        Forwarded::BadRequest(format!("strangler: could not read the request body: {e}\n"))
+    };
     if body.is_end_stream() {
         return Ok(Kept::Bytes(Bytes::new()));
     }
@@ -566,17 +574,39 @@ async fn keep_body(body: UpstreamBody, headers: &HeaderMap, max: u64) -> Result<
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
     match declared {
-        Some(len) if len <= max => {
-            let limit = usize::try_from(max).unwrap_or(usize::MAX);
-            match Limited::new(body, limit).collect().await {
-                Ok(collected) => Ok(Kept::Bytes(collected.to_bytes())),
-                Err(e) => Err(Forwarded::BadRequest(format!(
-                    "strangler: could not read the request body: {e}\n"
-                ))),
+        Some(len) if len <= max => match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(Kept::Bytes(collected.to_bytes())),
+            Err(e) => Err(unreadable(e)),
+        },
+        Some(_) => Ok(Kept::Stream(body)),
+        None => {
+            let mut rest = Box::pin(body);
+            let mut kept = BytesMut::new();
+            loop {
+                let frame = match rest.frame().await {
+                    None => return Ok(Kept::Bytes(kept.freeze())),
+                    Some(Err(e)) => return Err(unreadable(e)),
+                    Some(Ok(frame)) => frame,
+                };
+                let trailers = !frame.is_data();
+                if let Some(data) = frame.data_ref() {
+                    kept.extend_from_slice(data);
+                }
+                if trailers || kept.len() > limit {
+                    // Trailers are not replayed: streamed once, like a large body.
+                    let mut read = VecDeque::new();
+                    if !kept.is_empty() {
+                        read.push_back(Frame::data(kept.freeze()));
+                    }
+                    if trailers {
+                        read.push_back(frame);
+                    }
+                    return Ok(Kept::Stream(UpstreamBody::Resumed { read, rest }));
+                }
             }
         }
-        _ => Ok(Kept::Stream(body)),
     }
 }
 
