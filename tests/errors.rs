@@ -75,7 +75,10 @@ async fn a_chunked_body_that_fits_is_retried_on_legacy_and_a_larger_one_is_not()
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let text = format!("legacy chunked={chunked} {}", String::from_utf8_lossy(&body));
+        let text = format!(
+            "legacy chunked={chunked} {}",
+            String::from_utf8_lossy(&body)
+        );
         Response::new(full(text))
     })
     .await;
@@ -93,7 +96,10 @@ async fn a_chunked_body_that_fits_is_retried_on_legacy_and_a_larger_one_is_not()
     )
     .await;
     assert!(small.starts_with("HTTP/1.1 200 "), "{small}");
-    assert!(small.ends_with(r#"legacy chunked=false {"a":2}"#), "{small}");
+    assert!(
+        small.ends_with(r#"legacy chunked=false {"a":2}"#),
+        "{small}"
+    );
 
     // 20 bytes: more than max_body_buffer, streamed once, not retried.
     let large = raw_exchange(

@@ -53,6 +53,9 @@ use crate::runtime::Runtime;
 const MAX_HEADERS: usize = 100;
 /// Longest request target (hyper answers 414 beyond it).
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+/// Room for a pipelined request read while the one before is served, when
+/// the buffer has none left (the rest of it comes with the next head).
+const WATCH_ROOM: usize = 512;
 /// Header lines the proxy may add to a request before forwarding it.
 const ADDED_HEADERS: usize = 6;
 
@@ -124,15 +127,25 @@ impl Reader {
     /// the buffer for the next head, and end the watch. While the socket
     /// is quiet this costs no system call: the last read drained it, so
     /// tokio only registers the wake-up.
-    async fn unless_closed<F: Future>(&mut self, work: F) -> Option<F::Output> {
-        let mut work = pin!(work);
+    ///
+    /// `work` is pinned by the caller, since moving a request's future
+    /// (18 KiB) into this one is a copy. callgrind, pass-through: 22.3k
+    /// instructions per request without the watch, 22.7k with it (24.9k
+    /// when it moved the future and grew the buffer).
+    async fn unless_closed<F: Future>(&mut self, mut work: Pin<&mut F>) -> Option<F::Output> {
         let mut watching = self.buf.is_empty();
         poll_fn(|cx| {
             if let Poll::Ready(output) = work.as_mut().poll(cx) {
                 return Poll::Ready(Some(output));
             }
             if watching {
-                match self.poll_read_more(cx, READ_CHUNK) {
+                // Into the room the buffer has left, most of a read chunk:
+                // growing it now would allocate, as the request's head still
+                // shares its memory.
+                if self.buf.capacity() == self.buf.len() {
+                    self.buf.reserve(WATCH_ROOM);
+                }
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
                     Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                     Poll::Ready(Ok(_)) => watching = false,
                     Poll::Pending => {}
@@ -227,9 +240,9 @@ impl Connection {
             };
             let (body, lent) = self.request_body(length);
             let request = request.map(|()| ClientBody::Own { body });
-            let handling = handle(shared.runtime.clone(), info.clone(), request);
+            let mut handling = pin!(handle(shared.runtime.clone(), info.clone(), request));
             let response = match self.reader.as_mut() {
-                Some(reader) => match reader.unless_closed(handling).await {
+                Some(reader) => match reader.unless_closed(handling.as_mut()).await {
                     Some(response) => response,
                     None => return client_left(info),
                 },
@@ -293,9 +306,15 @@ impl Connection {
         let body = pin!(body);
         // Trailers are dropped: hyper sends only those a `Trailer` header
         // announces, and hygiene removes that header.
-        let writing = write_body(&mut self.writer, &mut self.out, body, framing, false);
+        let mut writing = pin!(write_body(
+            &mut self.writer,
+            &mut self.out,
+            body,
+            framing,
+            false
+        ));
         let written = match self.reader.as_mut() {
-            Some(reader) => reader.unless_closed(writing).await,
+            Some(reader) => reader.unless_closed(writing.as_mut()).await,
             None => Some(writing.await),
         };
         let Some(written) = written else {
