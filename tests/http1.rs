@@ -252,16 +252,30 @@ async fn next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<OriginSaw>) -> Opt
         .flatten()
 }
 
-#[tokio::test]
-async fn a_client_that_leaves_before_the_answer_aborts_the_upstream_request() {
-    let (origin, mut seen) = holding_origin(false).await;
+/// A proxy in front of a [`holding_origin`], and a client connection whose
+/// `GET path` has reached the origin.
+async fn request_held(
+    first_chunk: bool,
+    path: &str,
+) -> (
+    Proxy,
+    TcpStream,
+    tokio::sync::mpsc::UnboundedReceiver<OriginSaw>,
+) {
+    let (origin, mut seen) = holding_origin(first_chunk).await;
     let proxy = patient_proxy_to(origin).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("proxy accepts");
     stream
-        .write_all(b"GET /long-poll HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .expect("write");
     assert_eq!(next(&mut seen).await, Some(OriginSaw::Request));
+    (proxy, stream, seen)
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_aborts_the_upstream_request() {
+    let (proxy, stream, mut seen) = request_held(false, "/long-poll").await;
     drop(stream);
     // As nginx does: the upstream request ends with the client's.
     assert_eq!(next(&mut seen).await, Some(OriginSaw::Closed));
@@ -270,14 +284,7 @@ async fn a_client_that_leaves_before_the_answer_aborts_the_upstream_request() {
 
 #[tokio::test]
 async fn a_client_that_leaves_a_stalled_stream_aborts_the_upstream_request() {
-    let (origin, mut seen) = holding_origin(true).await;
-    let proxy = patient_proxy_to(origin).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.expect("proxy accepts");
-    stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    assert_eq!(next(&mut seen).await, Some(OriginSaw::Request));
+    let (proxy, mut stream, mut seen) = request_held(true, "/events").await;
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&answer).contains("chunk") {
