@@ -156,14 +156,17 @@ impl Member {
     }
 
     async fn get(&self, path: &str) -> Value {
-        client()
-            .get(self.admin_url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        serde_json::from_str(&self.text(path).await).expect("a JSON answer")
+    }
+
+    /// An admin answer's status and text.
+    async fn answer(&self, path: &str) -> (StatusCode, String) {
+        let response = client().get(self.admin_url(path)).send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    async fn text(&self, path: &str) -> String {
+        self.answer(path).await.1
     }
 
     async fn route(&self) -> Value {
@@ -665,14 +668,7 @@ async fn fleet_store_lost_while_running_keeps_serving_and_rolls_back_locally() {
     let http = client();
     // Read once, so that there is a last known state to answer from.
     let before = fleet[1].get("/api/events?route=orders").await;
-    let export_before = http
-        .get(fleet[1].admin_url("/api/routes/orders/export"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let export_before = fleet[1].text("/api/routes/orders/export").await;
     relay.cut();
     for m in &fleet {
         wait_for(
@@ -697,29 +693,16 @@ async fn fleet_store_lost_while_running_keeps_serving_and_rolls_back_locally() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 503);
-    let events = http
-        .get(fleet[1].admin_url("/api/events?route=orders"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        events.status(),
-        200,
-        "reads answer from the last known state"
-    );
-    assert_eq!(events.json::<Value>().await.unwrap(), before);
-    let export = http
-        .get(fleet[1].admin_url("/api/routes/orders/export"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(export.status(), 200);
-    assert_eq!(export.text().await.unwrap(), export_before);
+    let (status, events) = fleet[1].answer("/api/events?route=orders").await;
+    assert_eq!(status, 200, "reads answer from the last known state");
+    assert_eq!(serde_json::from_str::<Value>(&events).unwrap(), before);
+    let export = fleet[1].answer("/api/routes/orders/export").await;
+    assert_eq!(export, (StatusCode::OK, export_before));
     // Reads nobody made before the loss answer too: each instance read
     // them when it started.
     for path in ["/api/events", "/api/report", "/api/routes/orders/diffs"] {
-        let read = http.get(fleet[0].admin_url(path)).send().await.unwrap();
-        assert_eq!(read.status(), 200, "{path}: {}", read.text().await.unwrap());
+        let (status, text) = fleet[0].answer(path).await;
+        assert_eq!(status, 200, "{path}: {text}");
     }
     let report = fleet[0].get("/api/report").await;
     assert_eq!(report["routes"][0]["name"], "orders", "{report:#}");
