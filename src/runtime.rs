@@ -645,7 +645,7 @@ impl Runtime {
     }
 
     /// In a fleet, admin writes are refused while the store is lost.
-    fn check_store(&self) -> Result<(), ControlError> {
+    pub fn check_store(&self) -> Result<(), ControlError> {
         if self.fleet.shared() && !self.fleet.store_ok() {
             return Err(ControlError::StoreUnavailable(
                 "admin writes are refused until it returns; reads show the last known state".into(),

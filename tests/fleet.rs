@@ -693,6 +693,20 @@ async fn fleet_store_lost_while_running_keeps_serving_and_rolls_back_locally() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 503);
+    let accept = http
+        .post(fleet[1].admin_url("/api/routes/orders/accept"))
+        .json(&json!({"endpoint": "GET /orders/{id}", "path": "$.at", "note": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accept.status(), 503);
+    let error = accept.json::<Value>().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nothing was changed")),
+        "refused at once, not after a failed write: {error}"
+    );
     let (status, events) = fleet[1].answer("/api/events?route=orders").await;
     assert_eq!(status, 200, "reads answer from the last known state");
     assert_eq!(serde_json::from_str::<Value>(&events).unwrap(), before);

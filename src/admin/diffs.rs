@@ -99,6 +99,8 @@ pub async fn accept_create(
     })?;
     let snapshot = state.runtime.snapshot.load_full();
     let route = route(&snapshot, &name)?;
+    // A fleet refuses writes at once while its store is lost.
+    state.runtime.check_store()?;
     if body.endpoint.trim().is_empty() || body.path.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
