@@ -6,7 +6,9 @@
 //! for upstreams, this serves the common case in the connection's own task:
 //! the request head is parsed with httparse (as hyper does), the request
 //! goes to [`handle`], and the answer is framed by hyper's server rules
-//! (see [`encode_head`]) and written. About 5.4k instructions.
+//! (see [`encode_head`]) and written. About 5.4k instructions. While a
+//! request is served, the reader watches for the client leaving, which
+//! aborts the upstream exchange (see `Reader::unless_closed`).
 //!
 //! Only plain requests are served here: no body, or a `Content-Length` one.
 //! At the first request that is anything else — the HTTP/2 preface, a head
