@@ -15,11 +15,7 @@ async fn token_guards_the_api_but_not_health_or_metrics() {
     );
     let proxy = Proxy::start(&toml).await;
     let http = client();
-    let denied = http
-        .get(proxy.admin_url("/api/routes"))
-        .send()
-        .await
-        .unwrap();
+    let denied = proxy.admin_get("/api/routes").await;
     assert_eq!(denied.status(), 401);
     let body: serde_json::Value = denied.json().await.unwrap();
     assert!(body["error"].is_string());
@@ -41,15 +37,7 @@ async fn token_guards_the_api_but_not_health_or_metrics() {
     assert_eq!(routes[0]["name"], "orders");
     assert_eq!(routes[0]["stage"], "shadow");
     for open in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(
-            http.get(proxy.admin_url(open))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200,
-            "{open}"
-        );
+        assert_eq!(proxy.admin_get(open).await.status(), 200, "{open}");
     }
     proxy.stop().await;
 }
@@ -194,23 +182,14 @@ async fn every_error_is_json_even_a_bad_query_or_a_wrong_method() {
     let candidate = Backend::named("candidate").await;
     let toml = format!("{}{ROUTE}", upstreams(legacy.addr, candidate.addr));
     let proxy = Proxy::start(&toml).await;
-    let http = client();
-    let bad_query = http
-        .get(proxy.admin_url("/api/events?limit=-1"))
-        .send()
-        .await
-        .unwrap();
+    let bad_query = proxy.admin_get("/api/events?limit=-1").await;
     assert_eq!(bad_query.status(), 400);
     let body: serde_json::Value = bad_query.json().await.unwrap();
     assert!(
         body["error"].as_str().is_some_and(|e| e.contains("limit")),
         "{body}"
     );
-    let wrong_method = http
-        .get(proxy.admin_url("/api/routes/orders/promote"))
-        .send()
-        .await
-        .unwrap();
+    let wrong_method = proxy.admin_get("/api/routes/orders/promote").await;
     assert_eq!(wrong_method.status(), 405);
     assert_eq!(
         wrong_method
@@ -221,11 +200,7 @@ async fn every_error_is_json_even_a_bad_query_or_a_wrong_method() {
     );
     let body: serde_json::Value = wrong_method.json().await.unwrap();
     assert!(body["error"].is_string(), "{body}");
-    let unknown = http
-        .get(proxy.admin_url("/api/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let unknown = proxy.admin_get("/api/nothing").await;
     assert_eq!(unknown.status(), 404);
     assert!(unknown.json::<serde_json::Value>().await.unwrap()["error"].is_string());
     proxy.stop().await;

@@ -451,11 +451,7 @@ fn expected_rows(routes: &Value) -> Value {
 /// `GET /api/endpoints` when this strangler has it, else those of each
 /// route's shadow window.
 async fn expected_endpoints(proxy: &Proxy) -> Value {
-    let response = client()
-        .get(proxy.admin_url("/api/endpoints"))
-        .send()
-        .await
-        .expect("admin answers");
+    let response = proxy.admin_get("/api/endpoints").await;
     let mut names: Vec<String> = if response.status() == 200 {
         let rows: Value = response.json().await.expect("JSON");
         rows.as_array()
@@ -642,11 +638,9 @@ async fn dashboard_shows_the_api_and_promotes_in_a_real_browser() {
             "document.querySelector('#r-accepted tbody')?.textContent.includes('rounding fixed in v2')",
         )
         .await;
-    let exported = client()
-        .get(proxy.admin_url("/api/routes/orders/export?limit=0"))
-        .send()
+    let exported = proxy
+        .admin_get("/api/routes/orders/export?limit=0")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -765,14 +759,13 @@ async fn dashboard_assets_are_embedded_same_origin_and_host_checked() {
     let legacy = Backend::named("legacy").await;
     let candidate = Backend::named("candidate").await;
     let proxy = Proxy::start(&config(&legacy, &candidate, Some("s3cret"))).await;
-    let http = client();
     for (path, content_type) in [
         ("/", "text/html"),
         ("/assets/app.js", "text/javascript"),
         ("/assets/app.css", "text/css"),
     ] {
         // No token needed for the page itself: it asks for one when the API answers 401.
-        let response = http.get(proxy.admin_url(path)).send().await.unwrap();
+        let response = proxy.admin_get(path).await;
         assert_eq!(response.status(), 200, "{path}");
         let headers = response.headers().clone();
         assert!(

@@ -68,14 +68,20 @@ impl Proxy {
 
     /// An admin API answer, as JSON (or whatever it deserializes into).
     pub async fn admin_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.admin_get(path)
+            .await
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
+    /// A plain GET of the admin API (no token), whatever its status.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         client()
             .get(self.admin_url(path))
             .send()
             .await
             .expect("the admin listener answers")
-            .json()
-            .await
-            .expect("a JSON answer")
     }
 
     /// Rewrites the configuration file (keeping the bound addresses).
