@@ -40,6 +40,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Header lines an answer's map has room for, at least (see `parse_head`).
 const REUSED_MAP_CAPACITY: usize = 16;
+/// The least room the copies of answer heads are given (see `Conn::arena`).
+pub(super) const ARENA_CHUNK: usize = 4 * 1024;
 /// Most trailer lines after a chunked body.
 const MAX_TRAILERS: usize = 32;
 /// The least spare room a read is given, and the most.
@@ -58,6 +60,13 @@ pub struct Conn {
     /// Room given to the next read: doubles after a read that filled it,
     /// halves after one that used less than half (as hyper's reads adapt).
     read_size: usize,
+    /// Where answer heads and small body pieces are copied to, out of the
+    /// read buffer. Once the copies of one answer are dropped (it was
+    /// written to the client), the next answer's copies reuse the memory:
+    /// `BytesMut::reserve` reclaims a buffer no `Bytes` shares any more.
+    arena: BytesMut,
+    /// The encoded head of the last request, its memory kept for the next.
+    spare_head: Vec<u8>,
 }
 
 /// Why an exchange failed.
@@ -107,25 +116,32 @@ pub struct Outgoing {
     pub method: Method,
     head: Vec<u8>,
     framing: RequestFraming,
+    /// The request's header map, emptied once encoded: the answer's
+    /// headers go into it (no map is allocated per exchange).
+    spare_headers: Option<HeaderMap>,
 }
 
 impl Outgoing {
-    /// Encodes the head of `request` (origin-form target, `Host` already set),
-    /// framing the body as hyper's client does.
-    pub fn new(request: &mut Request<()>, payload: &Payload) -> Outgoing {
-        let method = request.method().clone();
-        let framing = request_framing(&method, request.headers_mut(), payload);
-        let mut head = Vec::with_capacity(64 + request.headers().len() * 32);
-        head.extend_from_slice(request.method().as_str().as_bytes());
+    /// Encodes the head of `request` (origin-form target, `Host` already set)
+    /// into `conn`'s spare room, framing the body as hyper's client does.
+    pub fn new(request: Request<()>, payload: &Payload, conn: &mut Conn) -> Outgoing {
+        let mut parts = request.into_parts().0;
+        let framing = request_framing(&parts.method, &mut parts.headers, payload);
+        let mut head = std::mem::take(&mut conn.spare_head);
+        head.clear();
+        head.reserve(64 + parts.headers.len() * 32);
+        head.extend_from_slice(parts.method.as_str().as_bytes());
         head.push(b' ');
-        let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        write_fields(&mut head, request.headers());
+        write_fields(&mut head, &parts.headers);
+        parts.headers.clear();
         Outgoing {
-            method,
+            method: parts.method,
             head,
             framing,
+            spare_headers: Some(parts.headers),
         }
     }
 }
@@ -199,6 +215,8 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             read_size: READ_CHUNK,
+            arena: BytesMut::new(),
+            spare_head: Vec::new(),
         })
     }
 
@@ -213,14 +231,15 @@ impl Conn {
 
     /// Writes the request and reads the answer's head. The body streams
     /// behind, read from this connection as it is polled; at its end the
-    /// connection goes back to `pool` if it can be used again.
+    /// connection goes back to `pool` if it can be used again. Once an
+    /// answer came, `outgoing` has lent its memory to the connection.
     pub async fn exchange(
         mut self: Box<Self>,
-        outgoing: &Outgoing,
+        outgoing: &mut Outgoing,
         payload: Payload,
         pool: &Arc<Http1Pool>,
     ) -> Result<Response<ResponseBody>, (ExchangeError, Progress)> {
-        let method = &outgoing.method;
+        let spare = outgoing.spare_headers.take().unwrap_or_default();
         if let Err(error) = self.write_request(outgoing, payload).await {
             // An upstream may answer early (a 413, say) and reset the
             // connection while the body is still being written: that answer
@@ -228,20 +247,25 @@ impl Conn {
             let reset = matches!(&error, ExchangeError::Io(e)
                 if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe));
             if reset {
-                if let Ok((response, framing, _)) = self.read_head(method).await {
+                if let Ok((response, framing, _)) = self.read_head(&outgoing.method, spare).await {
                     return Ok(self.into_response(response, framing, false, pool));
                 }
             }
             return Err((error, Progress::Unsent));
         }
-        let (response, framing, keep_alive) = self.read_head(method).await.map_err(|error| {
-            let progress = if matches!(error, ExchangeError::ClosedBeforeAnswer) {
-                Progress::Unanswered
-            } else {
-                Progress::Answering
-            };
-            (error, progress)
-        })?;
+        let (response, framing, keep_alive) = self
+            .read_head(&outgoing.method, spare)
+            .await
+            .map_err(|error| {
+                let progress = if matches!(error, ExchangeError::ClosedBeforeAnswer) {
+                    Progress::Unanswered
+                } else {
+                    Progress::Answering
+                };
+                (error, progress)
+            })?;
+        // Answered: the request is never sent again.
+        self.spare_head = std::mem::take(&mut outgoing.head);
         Ok(self.into_response(response, framing, keep_alive, pool))
     }
 
@@ -296,14 +320,18 @@ impl Conn {
             })
     }
 
-    /// Reads until a final (non-1xx) response head is complete.
+    /// Reads until a final (non-1xx) response head is complete; its
+    /// headers go into `spare` when it has room.
     async fn read_head(
         &mut self,
         method: &Method,
+        mut spare: HeaderMap,
     ) -> Result<(Response<()>, Framing, bool), ExchangeError> {
         loop {
             if !self.buf.is_empty() {
-                if let Some(parsed) = parse_head(&mut self.buf, method)? {
+                if let Some(parsed) =
+                    parse_head(&mut self.buf, &mut self.arena, method, &mut spare)?
+                {
                     return Ok(parsed);
                 }
             }
@@ -357,6 +385,32 @@ pub(super) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
     }
 }
 
+/// As [`take_front`], small pieces copied into `arena` (see `Conn::arena`)
+/// rather than into an allocation of their own.
+fn take_front_into(buf: &mut BytesMut, arena: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_BELOW {
+        let data = copy_into(arena, &buf[..n]);
+        buf.advance(n);
+        data
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
+
+/// A copy of `bytes` in `arena`, or of its own when larger than a chunk
+/// (an arena keeps its memory for the connection's life).
+pub(super) fn copy_into(arena: &mut BytesMut, bytes: &[u8]) -> Bytes {
+    if bytes.len() > ARENA_CHUNK {
+        return Bytes::copy_from_slice(bytes);
+    }
+    if arena.capacity() < bytes.len() {
+        // Reclaims the chunk when no copy in it is alive any more.
+        arena.reserve(ARENA_CHUNK);
+    }
+    arena.extend_from_slice(bytes);
+    arena.split().freeze()
+}
+
 /// How far a failed exchange got, for deciding whether it may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -391,11 +445,14 @@ enum Chunk {
     Trailers,
 }
 
-/// Parses one head from the front of `buf`; skips 1xx answers. `None`: more
+/// Parses one head from the front of `buf`, copying it to `arena`; skips
+/// 1xx answers. The headers go into `spare` when it has room. `None`: more
 /// bytes are needed.
 fn parse_head(
     buf: &mut BytesMut,
+    arena: &mut BytesMut,
     method: &Method,
+    spare: &mut HeaderMap,
 ) -> Result<Option<(Response<()>, Framing, bool)>, ExchangeError> {
     loop {
         let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -434,11 +491,16 @@ fn parse_head(
             .map(|reason| Bytes::copy_from_slice(reason.as_bytes()));
         // The header values become slices of one copy of the head: shared,
         // not copied one by one, and the read buffer stays unshared.
-        let head = Bytes::copy_from_slice(&buf[..len]);
+        let head = copy_into(arena, &buf[..len]);
         let base = buf.as_ptr() as usize;
         // Room for a client's request head too: `inbound` reuses this map
         // for the next request on the client connection.
-        let mut map = HeaderMap::with_capacity(parsed.headers.len().max(REUSED_MAP_CAPACITY));
+        let room = parsed.headers.len().max(REUSED_MAP_CAPACITY);
+        let mut map = if spare.capacity() >= room {
+            std::mem::take(spare)
+        } else {
+            HeaderMap::with_capacity(room)
+        };
         let mut facts = Facts::new(version);
         // Hop-by-hop headers concern this connection only: noted, and left
         // out of the answer instead of removed from it later (101 answers,
@@ -614,7 +676,7 @@ impl ResponseBody {
         if let Framing::Length(length) = self.framing {
             if conn.buf.len() as u64 >= length {
                 // `length` fits: it is at most the buffer's length.
-                let data = take_front(&mut conn.buf, length as usize);
+                let data = take_front_into(&mut conn.buf, &mut conn.arena, length as usize);
                 self.ready = Some(data);
                 self.framing = Framing::Done;
             }
@@ -681,7 +743,7 @@ impl ResponseBody {
                     }
                     let take = left.min(conn.buf.len() as u64);
                     // `take` fits: it is at most the buffer's length.
-                    let data = take_front(&mut conn.buf, take as usize);
+                    let data = take_front_into(&mut conn.buf, &mut conn.arena, take as usize);
                     let left = left - take;
                     self.framing = match (self.framing, left) {
                         (Framing::Length(_), 0) => Framing::Done,
@@ -708,7 +770,7 @@ impl ResponseBody {
                         }
                     }
                     let all = conn.buf.len();
-                    let data = take_front(&mut conn.buf, all);
+                    let data = take_front_into(&mut conn.buf, &mut conn.arena, all);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Framing::Chunked(chunk) => {

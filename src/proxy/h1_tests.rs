@@ -359,6 +359,39 @@ fn content_lengths_must_be_digits_and_agree() {
     );
 }
 
+#[test]
+fn arena_copies_stay_intact_and_its_memory_is_reused_once_they_are_dropped() {
+    use super::{copy_into, ARENA_CHUNK};
+    let mut arena = bytes::BytesMut::new();
+    let head = b"HTTP/1.1 200 OK\r\n\r\n";
+    // Copies alive when the chunk runs out: the next goes to a new chunk,
+    // and the earlier ones keep their bytes.
+    let first = copy_into(&mut arena, head);
+    let filler = vec![b'x'; ARENA_CHUNK - head.len()];
+    let second = copy_into(&mut arena, &filler);
+    let third = copy_into(&mut arena, b"more");
+    assert_eq!(
+        (&first[..], &second[..], &third[..]),
+        (&head[..], &filler[..], &b"more"[..])
+    );
+    drop((first, second, third));
+
+    // Copies dropped when the chunk runs out: the next reuses its memory.
+    let mut arena = bytes::BytesMut::new();
+    let first = copy_into(&mut arena, head);
+    let start = first.as_ptr();
+    drop(first);
+    drop(copy_into(&mut arena, &filler));
+    let again = copy_into(&mut arena, b"reused");
+    assert_eq!(&again[..], b"reused");
+    assert_eq!(again.as_ptr(), start, "the chunk was reclaimed");
+
+    // A piece larger than a chunk gets memory of its own.
+    let large = vec![b'z'; ARENA_CHUNK + 1];
+    assert_eq!(&copy_into(&mut arena, &large)[..], &large[..]);
+    assert!(arena.capacity() <= ARENA_CHUNK);
+}
+
 /// Our sockets to `port` in CLOSE_WAIT (the peer closed, we did not yet),
 /// from the kernel's table of IPv4 TCP sockets.
 fn close_wait_to(port: u16) -> usize {

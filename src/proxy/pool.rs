@@ -116,31 +116,30 @@ impl Http1Pool {
             return self.send_upgrade(request).await;
         }
         let (parts, body) = request.into_parts();
-        let mut head = Request::from_parts(parts, ());
         let payload = Payload::new(body);
-        let outgoing = Outgoing::new(&mut head, &payload);
         let replay = match &payload {
             Payload::Bytes(bytes) => Some(bytes.clone()),
             Payload::Stream(_) => None,
         };
-        let (conn, reused) = match self.checkout() {
+        let (mut conn, reused) = match self.checkout() {
             Some(conn) => (conn, true),
             None => (self.connect().await?, false),
         };
-        match conn.exchange(&outgoing, payload, self).await {
+        let mut outgoing = Outgoing::new(Request::from_parts(parts, ()), &payload, &mut conn);
+        match conn.exchange(&mut outgoing, payload, self).await {
             Ok(response) => Ok(response.map(PooledBody::Lean)),
             Err((error, progress)) => {
                 let again = reused
                     && match progress {
                         Progress::Unsent => true,
-                        Progress::Unanswered => is_idempotent(head.method()),
+                        Progress::Unanswered => is_idempotent(&outgoing.method),
                         Progress::Answering => false,
                     };
                 match replay {
                     Some(bytes) if again => {
                         tracing::debug!(%error, "reused upstream connection was broken; sending once more");
                         let conn = self.connect().await?;
-                        conn.exchange(&outgoing, Payload::Bytes(bytes), self)
+                        conn.exchange(&mut outgoing, Payload::Bytes(bytes), self)
                             .await
                             .map(|response| response.map(PooledBody::Lean))
                             .map_err(|(error, _)| error.into())

@@ -133,7 +133,7 @@ pub async fn handle(
         conn.scheme,
         original_host.clone(),
     );
-    let head = Arc::new(RequestHead {
+    let mut head = Head::Own(RequestHead {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
@@ -152,7 +152,7 @@ pub async fn handle(
         &runtime,
         &snapshot,
         &target,
-        &head,
+        &mut head,
         &endpoint,
         body,
         overridden || upgrade || event_stream,
@@ -285,7 +285,7 @@ fn shadow_request(
     runtime: &Arc<Runtime>,
     snapshot: &Arc<Snapshot>,
     target: &Target<'_>,
-    head: &Arc<RequestHead>,
+    head: &mut Head,
     endpoint: &Arc<str>,
     body: ClientBody,
     special: bool,
@@ -335,7 +335,7 @@ fn shadow_request(
         direction,
         learn_noise,
         slot,
-        head: head.clone(),
+        head: head.share(),
         body: source,
         endpoint: endpoint.clone(),
     };
@@ -454,6 +454,46 @@ fn canary_side(
     }
 }
 
+/// The client request's head after hygiene: owned while only the forward
+/// needs it, shared once a mirror takes it too (an `Arc` is an allocation
+/// that pass-through does without).
+#[allow(clippy::large_enum_variant)] // Boxing the head is the allocation avoided.
+enum Head {
+    Own(RequestHead),
+    Shared(Arc<RequestHead>),
+}
+
+impl Head {
+    /// The head for a mirror; the forward keeps its own handle.
+    fn share(&mut self) -> Arc<RequestHead> {
+        let shared = match self {
+            Head::Shared(shared) => return shared.clone(),
+            Head::Own(head) => Arc::new(std::mem::take(head)),
+        };
+        *self = Head::Shared(shared.clone());
+        shared
+    }
+
+    /// The head itself when nothing else holds it (no header copy).
+    fn try_into_owned(self) -> Result<RequestHead, Arc<RequestHead>> {
+        match self {
+            Head::Own(head) => Ok(head),
+            Head::Shared(shared) => Arc::try_unwrap(shared),
+        }
+    }
+}
+
+impl std::ops::Deref for Head {
+    type Target = RequestHead;
+
+    fn deref(&self) -> &RequestHead {
+        match self {
+            Head::Own(head) => head,
+            Head::Shared(shared) => shared,
+        }
+    }
+}
+
 enum Forwarded {
     Response {
         response: Response<PooledBody>,
@@ -473,11 +513,11 @@ async fn forward(
     runtime: &Runtime,
     snapshot: &Snapshot,
     target: &Target<'_>,
-    head: Arc<RequestHead>,
+    head: Head,
     body: UpstreamBody,
 ) -> Forwarded {
     let Some(legacy) = target.legacy.filter(|_| is_idempotent(&head.method)) else {
-        let request = match Arc::try_unwrap(head) {
+        let request = match head.try_into_owned() {
             Ok(head) => target.upstream.request_from(head, body),
             Err(shared) => target.upstream.request(&shared, body),
         };

@@ -93,7 +93,7 @@ pub enum UpstreamError {
 
 /// The parts of a client request every upstream copy is built from: the
 /// headers after hygiene, and the `Host` the client asked for.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RequestHead {
     pub method: Method,
     pub uri: Uri,
