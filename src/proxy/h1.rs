@@ -15,9 +15,10 @@
 //! Only the plain case lives here: no TLS, no HTTP/2 and no protocol
 //! upgrades (those use hyper; see `pool`).
 
+use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -27,6 +28,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::body::{BoxError, UpstreamBody};
 use super::headers;
@@ -67,6 +69,10 @@ pub struct Conn {
     arena: BytesMut,
     /// The encoded head of the last request, its memory kept for the next.
     spare_head: Vec<u8>,
+    /// Bounds each exchange by its deadline. One timer for the
+    /// connection's life: reset to a later deadline, it costs no trip to
+    /// tokio's timer wheel (a `timeout` per exchange cost two).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Why an exchange failed.
@@ -84,6 +90,8 @@ pub enum ExchangeError {
     RequestBody(BoxError),
     #[error("the request body and its content-length differ")]
     BodyLengthMismatch,
+    #[error("no answer before the upstream's timeout")]
+    Timeout,
 }
 
 /// How a request body is delimited.
@@ -217,6 +225,7 @@ impl Conn {
             read_size: READ_CHUNK,
             arena: BytesMut::new(),
             spare_head: Vec::new(),
+            timer: None,
         })
     }
 
@@ -229,16 +238,50 @@ impl Conn {
             && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Writes the request and reads the answer's head. The body streams
-    /// behind, read from this connection as it is polled; at its end the
-    /// connection goes back to `pool` if it can be used again. Once an
-    /// answer came, `outgoing` has lent its memory to the connection.
+    /// Writes the request and reads the answer's head, by `deadline` when
+    /// one is given. The body streams behind, read from this connection as
+    /// it is polled; at its end the connection goes back to `pool` if it can
+    /// be used again. Once an answer came, `outgoing` has lent its memory to
+    /// the connection.
     pub async fn exchange(
         mut self: Box<Self>,
         outgoing: &mut Outgoing,
         payload: Payload,
         pool: &Arc<Http1Pool>,
+        deadline: Option<Instant>,
     ) -> Result<Response<ResponseBody>, (ExchangeError, Progress)> {
+        let mut timer = deadline.map(|deadline| self.timer_at(deadline));
+        let answer = {
+            let answering = pin!(self.answer(outgoing, payload));
+            until(timer.as_mut(), answering).await
+        };
+        self.timer = timer;
+        // A late answer is never asked again: the upstream may be working on it.
+        let (response, framing, keep_alive) =
+            answer.unwrap_or(Err((ExchangeError::Timeout, Progress::Answering)))?;
+        // Answered: the request is never sent again.
+        self.spare_head = std::mem::take(&mut outgoing.head);
+        Ok(self.into_response(response, framing, keep_alive, pool))
+    }
+
+    /// The connection's timer, set to `deadline`.
+    fn timer_at(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
+        match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Writes the request and reads the answer's head: the head, its
+    /// framing, and whether the connection may carry another request.
+    async fn answer(
+        &mut self,
+        outgoing: &mut Outgoing,
+        payload: Payload,
+    ) -> Result<(Response<()>, Framing, bool), (ExchangeError, Progress)> {
         let spare = outgoing.spare_headers.take().unwrap_or_default();
         if let Err(error) = self.write_request(outgoing, payload).await {
             // An upstream may answer early (a 413, say) and reset the
@@ -248,13 +291,12 @@ impl Conn {
                 if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe));
             if reset {
                 if let Ok((response, framing, _)) = self.read_head(&outgoing.method, spare).await {
-                    return Ok(self.into_response(response, framing, false, pool));
+                    return Ok((response, framing, false));
                 }
             }
             return Err((error, Progress::Unsent));
         }
-        let (response, framing, keep_alive) = self
-            .read_head(&outgoing.method, spare)
+        self.read_head(&outgoing.method, spare)
             .await
             .map_err(|error| {
                 let progress = if matches!(error, ExchangeError::ClosedBeforeAnswer) {
@@ -263,10 +305,7 @@ impl Conn {
                     Progress::Answering
                 };
                 (error, progress)
-            })?;
-        // Answered: the request is never sent again.
-        self.spare_head = std::mem::take(&mut outgoing.head);
-        Ok(self.into_response(response, framing, keep_alive, pool))
+            })
     }
 
     fn into_response(
@@ -370,6 +409,27 @@ impl Conn {
         }
         Poll::Ready(Ok(read))
     }
+}
+
+/// Runs `work` until `timer` fires (`None` then); without a timer, to its end.
+async fn until<F: Future>(
+    mut timer: Option<&mut Pin<Box<Sleep>>>,
+    mut work: Pin<&mut F>,
+) -> Option<F::Output> {
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let fired = timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if fired {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Takes `n` bytes off the front of the read buffer. Small pieces are

@@ -117,7 +117,7 @@ async fn exchange(
     pool: &Arc<Http1Pool>,
     request: Request<UpstreamBody>,
 ) -> (http::response::Parts, Bytes, Option<http::HeaderMap>) {
-    let response = pool.send(request).await.expect("exchange");
+    let response = pool.send(request, None).await.expect("exchange");
     let (parts, body) = response.into_parts();
     assert!(matches!(body, PooledBody::Lean(_)));
     let collected = body.collect().await.expect("body");
@@ -273,7 +273,7 @@ async fn a_broken_reused_connection_is_retried_for_an_idempotent_request_only() 
     let posts = pool_to(addr);
     exchange(&posts, request(Method::GET, "/", b"")).await;
     let error = posts
-        .send(request(Method::POST, "/", b"x"))
+        .send(request(Method::POST, "/", b"x"), None)
         .await
         .err()
         .unwrap();
@@ -287,11 +287,51 @@ async fn a_broken_reused_connection_is_retried_for_an_idempotent_request_only() 
     assert_eq!(seen.lock().unwrap().len(), 2, "the POST was sent once");
 }
 
+#[tokio::test]
+async fn the_connection_timer_bounds_each_exchange_by_its_own_deadline() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    // Every answer but the first comes 200 ms late, on one connection.
+    let (addr, seen) = upstream(|_, n| match n {
+        0 => Answer::Bytes(OK),
+        _ => Answer::Late(OK),
+    })
+    .await;
+    let pool = pool_to(addr);
+    let within = |ms| Some(tokio::time::Instant::now() + Duration::from_millis(ms));
+    let answered = pool
+        .send(request(Method::GET, "/0", b""), within(100))
+        .await;
+    let (_, body) = answered.expect("answered at once").into_parts();
+    body.collect().await.expect("body");
+    // The first deadline passes while the connection is idle: the timer
+    // fires with nobody waiting, and the next exchange must set it anew.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let answered = pool
+        .send(request(Method::GET, "/1", b""), within(2_000))
+        .await;
+    let (_, body) = answered
+        .expect("answered within its own deadline")
+        .into_parts();
+    assert_eq!(&body.collect().await.expect("body").to_bytes()[..], b"ok");
+    let late = pool.send(request(Method::GET, "/2", b""), within(50)).await;
+    let error = late.err().expect("200 ms is past a 50 ms deadline");
+    assert!(error.is_timeout() && !error.is_connect(), "{error}");
+    let connections: Vec<usize> = seen.lock().unwrap().iter().map(|(c, _)| *c).collect();
+    assert_eq!(
+        connections,
+        [0, 0, 0],
+        "one connection, the late request sent once"
+    );
+}
+
 /// The error an exchange ends with when the upstream answers `answer` and
 /// closes: from the head, or else from reading the body.
 async fn failure(answer: &'static [u8]) -> String {
     let (addr, _) = upstream(move |_, _| Answer::BytesThenClose(answer)).await;
-    match pool_to(addr).send(request(Method::GET, "/", b"")).await {
+    match pool_to(addr)
+        .send(request(Method::GET, "/", b""), None)
+        .await
+    {
         Err(error) => error.to_string(),
         Ok(response) => match response.into_body().collect().await {
             Err(error) => error.to_string(),

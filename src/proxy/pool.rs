@@ -20,7 +20,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::UPGRADE;
@@ -30,6 +30,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::body::{BoxError, UpstreamBody};
 use super::h1::{self, Conn, ExchangeError, Outgoing, Payload, Progress};
@@ -93,6 +94,11 @@ impl PoolError {
             PoolError::Connect { .. } | PoolError::ConnectTimeout { .. }
         )
     }
+
+    /// The exchange's deadline passed before an answer came.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PoolError::Exchange(ExchangeError::Timeout))
+    }
 }
 
 impl Http1Pool {
@@ -105,10 +111,12 @@ impl Http1Pool {
     }
 
     /// Sends a request (origin-form URI, `Host` set) on a pooled connection
-    /// or a new one.
+    /// or a new one; with a deadline, fails with a timeout when no answer
+    /// came by then.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<UpstreamBody>,
+        deadline: Option<Instant>,
     ) -> Result<Response<PooledBody>, PoolError> {
         // Header hygiene leaves `Upgrade` (with `Connection: upgrade`) only
         // on a request that switches protocols.
@@ -123,10 +131,10 @@ impl Http1Pool {
         };
         let (mut conn, reused) = match self.checkout() {
             Some(conn) => (conn, true),
-            None => (self.connect().await?, false),
+            None => (self.connect_by(deadline).await?, false),
         };
         let mut outgoing = Outgoing::new(Request::from_parts(parts, ()), &payload, &mut conn);
-        match conn.exchange(&mut outgoing, payload, self).await {
+        match conn.exchange(&mut outgoing, payload, self, deadline).await {
             Ok(response) => Ok(response.map(PooledBody::Lean)),
             Err((error, progress)) => {
                 let again = reused
@@ -138,8 +146,8 @@ impl Http1Pool {
                 match replay {
                     Some(bytes) if again => {
                         tracing::debug!(%error, "reused upstream connection was broken; sending once more");
-                        let conn = self.connect().await?;
-                        conn.exchange(&mut outgoing, Payload::Bytes(bytes), self)
+                        let conn = self.connect_by(deadline).await?;
+                        conn.exchange(&mut outgoing, Payload::Bytes(bytes), self, deadline)
                             .await
                             .map(|response| response.map(PooledBody::Lean))
                             .map_err(|(error, _)| error.into())
@@ -241,8 +249,16 @@ impl Http1Pool {
             .len()
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, PoolError> {
-        Ok(Conn::new(self.open_timed().await?))
+    /// A new connection; one not made by `deadline` is a timeout.
+    async fn connect_by(&self, deadline: Option<Instant>) -> Result<Box<Conn>, PoolError> {
+        let connecting = self.open_timed();
+        let stream = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, connecting)
+                .await
+                .map_err(|_| PoolError::Exchange(ExchangeError::Timeout))??,
+            None => connecting.await?,
+        };
+        Ok(Conn::new(stream))
     }
 
     async fn open_timed(&self) -> Result<TcpStream, PoolError> {

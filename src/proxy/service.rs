@@ -658,10 +658,11 @@ async fn send(
     let Some(request) = request else {
         return Err(UpstreamFailure::Connect);
     };
-    match tokio::time::timeout(upstream.config.timeout, upstream.send(request)).await {
-        Err(_) => Err(UpstreamFailure::Timeout),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => {
+    let deadline = Instant::now() + upstream.config.timeout;
+    match upstream.send_by(request, deadline).await {
+        Ok(response) => Ok(response),
+        Err(error) if error.is_timeout() => Err(UpstreamFailure::Timeout),
+        Err(error) => {
             let failure = if error.is_connect() {
                 UpstreamFailure::Connect
             } else {

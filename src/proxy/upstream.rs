@@ -17,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 
 pub use super::body::UpstreamBody;
 use super::pool::{Http1Pool, PoolError, PooledBody};
@@ -56,6 +57,8 @@ pub enum SendError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Client(#[from] hyper_util::client::legacy::Error),
+    #[error("no answer before the upstream's timeout")]
+    Timeout,
 }
 
 impl SendError {
@@ -64,6 +67,16 @@ impl SendError {
         match self {
             SendError::Pool(error) => error.is_connect(),
             SendError::Client(error) => error.is_connect(),
+            SendError::Timeout => false,
+        }
+    }
+
+    /// No answer came by the deadline.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            SendError::Pool(error) => error.is_timeout(),
+            SendError::Client(_) => false,
+            SendError::Timeout => true,
         }
     }
 }
@@ -180,7 +193,17 @@ impl Upstream {
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        self.send_on(&self.transport, request).await
+        self.send_on(&self.transport, request, None).await
+    }
+
+    /// As [`Upstream::send`], failing with [`SendError::Timeout`] when the
+    /// answer's head has not come by `deadline`.
+    pub async fn send_by(
+        &self,
+        request: Request<UpstreamBody>,
+        deadline: Instant,
+    ) -> Result<Response<PooledBody>, SendError> {
+        self.send_on(&self.transport, request, Some(deadline)).await
     }
 
     /// As [`Upstream::send`], on the connections kept for mirrors. Call it
@@ -189,13 +212,14 @@ impl Upstream {
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        self.send_on(&self.mirror_transport, request).await
+        self.send_on(&self.mirror_transport, request, None).await
     }
 
     async fn send_on(
         &self,
         transport: &Transport,
         mut request: Request<UpstreamBody>,
+        deadline: Option<Instant>,
     ) -> Result<Response<PooledBody>, SendError> {
         match transport {
             Transport::Http1(pool) => {
@@ -205,10 +229,18 @@ impl Upstream {
                         request.headers_mut().insert(HOST, host);
                     }
                 }
-                Ok(pool.send(request).await?)
+                // The pool bounds the exchange on the connection's own timer.
+                Ok(pool.send(request, deadline).await?)
             }
             Transport::Client(client) => {
-                Ok(client.request(request).await?.map(PooledBody::unpooled))
+                let answering = client.request(request);
+                let response = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, answering)
+                        .await
+                        .map_err(|_| SendError::Timeout)??,
+                    None => answering.await?,
+                };
+                Ok(response.map(PooledBody::unpooled))
             }
         }
     }
