@@ -30,7 +30,9 @@ pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
         Streamed { #[pin] body: IdleTimeout<PooledBody> },
-        Teed { #[pin] body: ResponseTee<IdleTimeout<PooledBody>> },
+        /// Boxed: a tee is several times the size of the other bodies, and
+        /// every answer's body is moved a few times on its way out.
+        Teed { body: Pin<Box<ResponseTee<IdleTimeout<PooledBody>>>> },
         Full { #[pin] body: Full<Bytes> },
         GrpcStatus { body: Pin<Box<GrpcStatus>> },
     }
@@ -125,7 +127,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             ProxyBodyProj::Streamed { body } => body.poll_frame(cx),
-            ProxyBodyProj::Teed { body } => body.poll_frame(cx),
+            ProxyBodyProj::Teed { body } => body.as_mut().poll_frame(cx),
             ProxyBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
             ProxyBodyProj::GrpcStatus { body } => body.as_mut().poll_frame(cx),
         }
@@ -196,7 +198,8 @@ pin_project! {
     #[project = UpstreamBodyProj]
     pub enum UpstreamBody {
         Streamed { #[pin] body: ClientBody },
-        Teed { #[pin] body: RequestTee<ClientBody> },
+        /// Boxed, as `ProxyBody::Teed`.
+        Teed { body: Pin<Box<RequestTee<ClientBody>>> },
         /// Bytes in memory, taken when sent (`None` once sent, or if empty).
         Bytes { bytes: Option<Bytes> },
         /// A body of unknown length whose first frames were read ahead (to
@@ -223,7 +226,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             UpstreamBodyProj::Streamed { body } => body.poll_frame(cx).map_err(Into::into),
-            UpstreamBodyProj::Teed { body } => body.poll_frame(cx).map_err(Into::into),
+            UpstreamBodyProj::Teed { body } => body.as_mut().poll_frame(cx).map_err(Into::into),
             UpstreamBodyProj::Bytes { bytes } => {
                 Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
             }

@@ -198,7 +198,9 @@ pub async fn handle(
                         headers: response_parts.headers.clone(),
                         body: copy,
                     });
-                    ProxyBody::Teed { body: teed }
+                    ProxyBody::Teed {
+                        body: Box::pin(teed),
+                    }
                 }
                 None => ProxyBody::Streamed { body },
             };
@@ -326,7 +328,12 @@ fn shadow_request(
     } else {
         let max = snapshot.config.server.max_body_buffer;
         let (teed, copy) = RequestTee::new(body, max, runtime.shadow_budget.clone());
-        (UpstreamBody::Teed { body: teed }, BodySource::Pending(copy))
+        (
+            UpstreamBody::Teed {
+                body: Box::pin(teed),
+            },
+            BodySource::Pending(copy),
+        )
     };
     let job = MirrorJob {
         runtime: runtime.clone(),
