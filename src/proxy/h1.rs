@@ -42,6 +42,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Header lines an answer's map has room for, at least (see `parse_head`).
 const REUSED_MAP_CAPACITY: usize = 16;
+/// The largest encoded request head whose memory a connection keeps.
+const MAX_SPARE_HEAD: usize = 8 * 1024;
 /// The least room the copies of answer heads are given (see `Conn::arena`).
 pub(super) const ARENA_CHUNK: usize = 4 * 1024;
 /// Most trailer lines after a chunked body.
@@ -259,8 +261,11 @@ impl Conn {
         // A late answer is never asked again: the upstream may be working on it.
         let (response, framing, keep_alive) =
             answer.unwrap_or(Err((ExchangeError::Timeout, Progress::Answering)))?;
-        // Answered: the request is never sent again.
-        self.spare_head = std::mem::take(&mut outgoing.head);
+        // Answered: the request is never sent again. The memory of an
+        // unusually large head is not kept for the connection's life.
+        if outgoing.head.capacity() <= MAX_SPARE_HEAD {
+            self.spare_head = std::mem::take(&mut outgoing.head);
+        }
         Ok(self.into_response(response, framing, keep_alive, pool))
     }
 
