@@ -438,21 +438,10 @@ async fn until<F: Future>(
 }
 
 /// Takes `n` bytes off the front of the read buffer. Small pieces are
-/// copied, so the buffer stays unshared and the next read reuses it (no
-/// allocation per answer); large ones are split off without a copy.
-pub(super) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
-    if n <= COPY_BELOW {
-        let data = Bytes::copy_from_slice(&buf[..n]);
-        buf.advance(n);
-        data
-    } else {
-        buf.split_to(n).freeze()
-    }
-}
-
-/// As [`take_front`], small pieces copied into `arena` (see `Conn::arena`)
-/// rather than into an allocation of their own.
-fn take_front_into(buf: &mut BytesMut, arena: &mut BytesMut, n: usize) -> Bytes {
+/// copied into `arena` (see `Conn::arena`), so the read buffer stays
+/// unshared and the next read reuses it, and no piece allocates; large ones
+/// are split off without a copy.
+pub(super) fn take_front(buf: &mut BytesMut, arena: &mut BytesMut, n: usize) -> Bytes {
     if n <= COPY_BELOW {
         let data = copy_into(arena, &buf[..n]);
         buf.advance(n);
@@ -741,7 +730,7 @@ impl ResponseBody {
         if let Framing::Length(length) = self.framing {
             if conn.buf.len() as u64 >= length {
                 // `length` fits: it is at most the buffer's length.
-                let data = take_front_into(&mut conn.buf, &mut conn.arena, length as usize);
+                let data = take_front(&mut conn.buf, &mut conn.arena, length as usize);
                 self.ready = Some(data);
                 self.framing = Framing::Done;
             }
@@ -808,7 +797,7 @@ impl ResponseBody {
                     }
                     let take = left.min(conn.buf.len() as u64);
                     // `take` fits: it is at most the buffer's length.
-                    let data = take_front_into(&mut conn.buf, &mut conn.arena, take as usize);
+                    let data = take_front(&mut conn.buf, &mut conn.arena, take as usize);
                     let left = left - take;
                     self.framing = match (self.framing, left) {
                         (Framing::Length(_), 0) => Framing::Done,
@@ -835,7 +824,7 @@ impl ResponseBody {
                         }
                     }
                     let all = conn.buf.len();
-                    let data = take_front_into(&mut conn.buf, &mut conn.arena, all);
+                    let data = take_front(&mut conn.buf, &mut conn.arena, all);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Framing::Chunked(chunk) => {

@@ -81,6 +81,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, wat
         reader: Some(Box::new(Reader {
             io: read,
             buf: BytesMut::new(),
+            arena: BytesMut::new(),
         })),
         writer,
         out: Vec::new(),
@@ -89,7 +90,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, wat
     let Some(reader) = conn.run(&shared, &info).await else {
         return;
     };
-    let Reader { io, buf } = *reader;
+    let Reader { io, buf, .. } = *reader;
     // Both halves come from the same stream: reuniting cannot fail.
     let Ok(stream) = io.reunite(conn.writer) else {
         return;
@@ -111,6 +112,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, wat
 pub struct Reader {
     io: OwnedReadHalf,
     buf: BytesMut,
+    /// Where small request bodies are copied to (see `h1::take_front`).
+    arena: BytesMut,
 }
 
 impl Reader {
@@ -277,7 +280,7 @@ impl Connection {
         };
         if reader.buf.len() as u64 >= length {
             // `length` fits: it is at most the buffer's length.
-            let bytes = take_front(&mut reader.buf, length as usize);
+            let bytes = take_front(&mut reader.buf, &mut reader.arena, length as usize);
             return (OwnBody::bytes(Some(bytes)), None);
         }
         let (home, lent) = oneshot::channel();
@@ -658,7 +661,7 @@ impl Body for OwnBody {
         }
         let take = this.left.min(reader.buf.len() as u64);
         // `take` fits: it is at most the buffer's length.
-        let data = take_front(&mut reader.buf, take as usize);
+        let data = take_front(&mut reader.buf, &mut reader.arena, take as usize);
         this.left -= take;
         if this.left == 0 {
             this.go_home();
