@@ -484,3 +484,24 @@ async fn an_idle_connection_the_upstream_closed_is_closed_without_new_traffic() 
     assert_eq!(again.len(), 2);
     assert_eq!(pool.idle_count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_after_90_seconds_and_each_reuse_restarts_its_age() {
+    let (addr, seen) =
+        upstream(|_, _| Answer::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).await;
+    let pool = pool_to(addr);
+    exchange(&pool, request(Method::GET, "/", b"")).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(pool.idle_count(), 1, "60 s idle is within the limit");
+    exchange(&pool, request(Method::GET, "/", b"")).await;
+    tokio::time::sleep(Duration::from_secs(85)).await;
+    assert_eq!(pool.idle_count(), 1, "85 s since its reuse");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(pool.idle_count(), 0, "95 s since its reuse");
+    let connections: Vec<usize> = seen.lock().unwrap().iter().map(|(c, _)| *c).collect();
+    assert_eq!(
+        connections,
+        [0, 0],
+        "the second request reused the connection"
+    );
+}
