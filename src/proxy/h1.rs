@@ -261,12 +261,17 @@ impl Conn {
         // A late answer is never asked again: the upstream may be working on it.
         let (response, framing, keep_alive) =
             answer.unwrap_or(Err((ExchangeError::Timeout, Progress::Answering)))?;
-        // Answered: the request is never sent again. The memory of an
-        // unusually large head is not kept for the connection's life.
-        if outgoing.head.capacity() <= MAX_SPARE_HEAD {
-            self.spare_head = std::mem::take(&mut outgoing.head);
-        }
+        // Answered: the request is never sent again.
+        self.keep_head(&mut outgoing.head);
         Ok(self.into_response(response, framing, keep_alive, pool))
+    }
+
+    /// Keeps the memory of a request head for the next one, unless it is
+    /// unusually large (it would stay for the connection's life).
+    fn keep_head(&mut self, head: &mut Vec<u8>) {
+        if head.capacity() <= MAX_SPARE_HEAD {
+            self.spare_head = std::mem::take(head);
+        }
     }
 
     /// The connection's timer, set to `deadline`.

@@ -432,6 +432,24 @@ fn arena_copies_stay_intact_and_its_memory_is_reused_once_they_are_dropped() {
     assert!(arena.capacity() <= ARENA_CHUNK);
 }
 
+#[tokio::test]
+async fn a_connection_keeps_the_memory_of_a_request_head_unless_it_is_large() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+    let mut conn = super::Conn::new(stream.await.unwrap());
+    let mut usual = Vec::with_capacity(512);
+    conn.keep_head(&mut usual);
+    assert_eq!(conn.spare_head.capacity(), 512);
+    let mut large = Vec::with_capacity(super::MAX_SPARE_HEAD + 1);
+    conn.keep_head(&mut large);
+    assert_eq!(
+        conn.spare_head.capacity(),
+        512,
+        "the large one was not kept"
+    );
+    assert_eq!(large.capacity(), super::MAX_SPARE_HEAD + 1);
+}
+
 /// Our sockets to `port` in CLOSE_WAIT (the peer closed, we did not yet),
 /// from the kernel's table of IPv4 TCP sockets.
 fn close_wait_to(port: u16) -> usize {
