@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::backend::{full, Backend};
-use crate::support::{raw_exchange, upstreams, Proxy};
+use crate::support::{raw_exchange, read_request_head, upstreams, Proxy};
 
 /// Answers with the method, path and body it received.
 async fn echo() -> Backend {
@@ -203,15 +203,11 @@ async fn holding_origin(
         while let Ok((mut stream, _)) = listener.accept().await {
             let saw = saw.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut stream).await {
+                    return;
                 }
                 let _ = saw.send(OriginSaw::Request);
+                let mut buf = [0u8; 4096];
                 if first_chunk {
                     let _ = stream
                         .write_all(
